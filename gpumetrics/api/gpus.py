@@ -1,0 +1,20 @@
+"""/gpus: every GPU that has records."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from .. import current_db, store
+from ..schemas import GpuList
+
+blp = Blueprint("gpus", __name__, url_prefix="/gpus", description="The GPUs the service has records of.")
+
+
+@blp.route("")
+class Gpus(MethodView):
+    @blp.response(200, GpuList)
+    def get(self):
+        """List every GPU with records, and the time range they cover."""
+        with current_db().reading() as session:
+            return {"gpus": store.gpu_list(session)}

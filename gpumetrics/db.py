@@ -1,0 +1,77 @@
+"""One engine per app, and the two ways to hold a session: reading and writing.
+
+SQLite gets WAL (readers never wait for the writer), a busy timeout, and write
+transactions that start with BEGIN IMMEDIATE: a deferred transaction that turns into
+a writer can fail at once with SQLITE_BUSY, whereas IMMEDIATE waits its turn.
+PostgreSQL connections are pinged before use so a restarted server is survived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from .models import metadata
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # Take transaction control from the driver so that BEGIN is ours to choose.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA cache_size = -65536")
+    cursor.close()
+
+
+def _sqlite_begin(conn) -> None:
+    immediate = conn.get_execution_options().get("sqlite_immediate", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """The engine and session factories of one app (or one job process)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            self.engine: Engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True)
+        self._read = sessionmaker(self.engine)
+        self._write = sessionmaker(self.engine.execution_options(sqlite_immediate=True))
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for queries; its transaction ends (rolled back) on exit."""
+        with self._read() as session:
+            yield session
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on error."""
+        with self._write() as session, session.begin():
+            yield session
+
+    def create_schema(self) -> None:
+        """Create missing tables; safe when several processes start at once."""
+        with self.engine.execution_options(sqlite_immediate=True).begin() as conn:
+            metadata.create_all(conn)
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,52 @@
+"""Input records (as POSTed or read from JSONL) to validated canonical records.
+
+A canonical record is a dict: timestamp (epoch microseconds, UTC), gpuIndex, metric,
+optional host/uuid/name, and the fields of its kind. Every path into the database
+goes through `validate`, whichever way the records came.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from marshmallow import ValidationError
+
+from .kinds import KINDS
+from .schemas import IDENTITY_LOADER, RECORD_LOADERS
+
+_UNKNOWN_METRIC = [f"Must be one of: {', '.join(KINDS)}."]
+
+
+@dataclass
+class Checked:
+    """The outcome of validating a list of input records."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+def load_record(item: Any) -> dict[str, Any]:
+    """One input record to its canonical form; raises ValidationError with field errors."""
+    if not isinstance(item, dict):
+        raise ValidationError({"_schema": ["A record must be a JSON object."]})
+    loader = RECORD_LOADERS.get(item.get("metric"))  # type: ignore[arg-type]
+    if loader is None:
+        errors: dict[str, Any] = {"metric": ["Missing data for required field."] if "metric" not in item else _UNKNOWN_METRIC}
+        try:
+            IDENTITY_LOADER.load(item)
+        except ValidationError as err:
+            errors.update(err.messages)  # type: ignore[arg-type]
+        raise ValidationError(errors)
+    return loader.load(item)
+
+
+def validate(items: list[Any], first_index: int = 0) -> Checked:
+    """Validate every item; invalid ones are reported by position, never raised."""
+    checked = Checked()
+    for position, item in enumerate(items, first_index):
+        try:
+            checked.records.append(load_record(item))
+        except ValidationError as err:
+            checked.rejected.append({"index": position, "errors": err.messages})
+    return checked

@@ -1,0 +1,74 @@
+"""The database tables, as SQLAlchemy Core tables in one MetaData.
+
+The records table takes one column per distinct field of the kind registry, so its
+shape follows kinds.py. Times are integer epoch microseconds (UTC).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    func,
+)
+
+from .kinds import COLUMNS
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only makes an INTEGER PRIMARY KEY the rowid alias (fast, auto-increment).
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+_TYPES = {"number": Float, "integer": BigInteger, "string": lambda: String(255)}
+
+gpus = Table(
+    "gpus",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    # '' is the local host: seed records carry no host.
+    Column("host", String(255), nullable=False, server_default=""),
+    Column("gpu_index", Integer, nullable=True),
+    Column("uuid", String(255), nullable=True),
+    Column("name", String(255), nullable=True),
+    Column("first_seen", BigInteger, nullable=False),
+    Column("last_seen", BigInteger, nullable=False),
+    Index(None, "host", "gpu_index", unique=True),
+    Index(None, "host", "uuid"),
+)
+
+records = Table(
+    "records",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("gpu_id", Id, ForeignKey("gpus.id"), nullable=False),
+    Column("metric", String(16), nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    *(Column(name, _TYPES[field.type](), nullable=True) for name, field in COLUMNS.items()),
+)
+
+# The identity of a record (one sample of one kind of one GPU at one time; per pid for
+# process records). It makes re-sent records duplicates, and it is also the index
+# every per-GPU query ranges over.
+Index(
+    "uq_records_identity",
+    records.c.gpu_id,
+    records.c.metric,
+    records.c.ts,
+    func.coalesce(records.c.pid, -1),
+    unique=True,
+)
+Index("ix_records_ts", records.c.ts)

@@ -1,0 +1,346 @@
+"""Every read and write of records: insert, page, aggregate, gpus, stats, purge.
+
+Functions take a Session and never commit: the caller decides the transaction (one
+per request or per job batch). Canonical records come from ingest.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import insert as sql_insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from . import times
+from .kinds import COLUMNS, FIELD_KINDS, KINDS
+from .models import gpus, records
+
+LOCAL_HOST = ""
+FIELD_COLUMN = {field.name: column for column, field in COLUMNS.items()}
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which records a read is about; None means no constraint."""
+
+    gpu_index: int | None = None
+    host: str | None = None
+    uuid: str | None = None
+    metric: str | None = None
+    start: int | None = None
+    end: int | None = None
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> Filters:
+        return cls(
+            gpu_index=args.get("gpuIndex"),
+            host=args.get("host"),
+            uuid=args.get("uuid"),
+            metric=args.get("metric"),
+            start=args.get("start"),
+            end=args.get("end"),
+        )
+
+
+class BadCursor(ValueError):
+    """A cursor that this service did not hand out, or for another order."""
+
+
+# ---- writing ---------------------------------------------------------------------
+
+
+def _insert_ignoring_duplicates(session: Session):
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(records).on_conflict_do_nothing()
+
+
+def insert(session: Session, batch: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """Store canonical records; returns (stored, duplicates). Idempotent."""
+    if not batch:
+        return 0, 0
+    gpu_ids = resolve_gpus(session, batch)
+    rows = []
+    for record in batch:
+        row = {column: None for column in COLUMNS}
+        for field in KINDS[record["metric"]].fields:
+            row[field.column] = record.get(field.name)
+        row["gpu_id"] = gpu_ids[(record.get("host") or LOCAL_HOST, record["gpuIndex"])]
+        row["metric"] = record["metric"]
+        row["ts"] = record["timestamp"]
+        rows.append(row)
+    stored = session.execute(_insert_ignoring_duplicates(session), rows).rowcount
+    return stored, len(rows) - stored
+
+
+def resolve_gpus(session: Session, batch: Iterable[dict[str, Any]]) -> dict[tuple[str, int], int]:
+    """Find or create the GPU of every record; keep its uuid, name and seen-range current."""
+    seen: dict[tuple[str, int], dict[str, Any]] = {}
+    for record in batch:
+        key = (record.get("host") or LOCAL_HOST, record["gpuIndex"])
+        ts = record["timestamp"]
+        known = seen.get(key)
+        if known is None:
+            seen[key] = {"uuid": record.get("uuid"), "name": record.get("name"), "first": ts, "last": ts}
+            continue
+        known["first"], known["last"] = min(known["first"], ts), max(known["last"], ts)
+        known["uuid"] = record.get("uuid") or known["uuid"]
+        known["name"] = record.get("name") or known["name"]
+
+    hosts = {host for host, _ in seen}
+    existing = {
+        (row.host, row.gpu_index): row
+        for row in session.execute(select(gpus).where(gpus.c.host.in_(hosts)))
+    }
+    ids: dict[tuple[str, int], int] = {}
+    for key, new in seen.items():
+        row = existing.get(key)
+        if row is None:
+            ids[key] = session.execute(
+                sql_insert(gpus).values(
+                    host=key[0],
+                    gpu_index=key[1],
+                    uuid=new["uuid"],
+                    name=new["name"],
+                    first_seen=new["first"],
+                    last_seen=new["last"],
+                )
+            ).inserted_primary_key[0]
+            continue
+        ids[key] = row.id
+        changes = {}
+        if new["uuid"] and new["uuid"] != row.uuid:
+            changes["uuid"] = new["uuid"]
+        if new["name"] and new["name"] != row.name:
+            changes["name"] = new["name"]
+        if new["first"] < row.first_seen:
+            changes["first_seen"] = new["first"]
+        if new["last"] > row.last_seen:
+            changes["last_seen"] = new["last"]
+        if changes:
+            session.execute(update(gpus).where(gpus.c.id == row.id).values(**changes))
+    return ids
+
+
+# ---- reading ---------------------------------------------------------------------
+
+
+def _gpu_ids(session: Session, filters: Filters) -> list[int] | None:
+    """Ids of the GPUs the filters name, or None when they name no GPU."""
+    conditions = []
+    if filters.host is not None:
+        conditions.append(gpus.c.host == filters.host)
+    if filters.gpu_index is not None:
+        conditions.append(gpus.c.gpu_index == filters.gpu_index)
+    if filters.uuid is not None:
+        conditions.append(gpus.c.uuid == filters.uuid)
+    if not conditions:
+        return None
+    return list(session.scalars(select(gpus.c.id).where(*conditions)))
+
+
+def _where(session: Session, filters: Filters, metrics: Sequence[str] | None = None) -> list:
+    """Record conditions, phrased so every per-GPU read ranges over the identity index."""
+    conditions = []
+    ids = _gpu_ids(session, filters)
+    if ids is not None:
+        conditions.append(records.c.gpu_id.in_(ids))
+    if filters.metric is not None:
+        metrics = [filters.metric]
+    if metrics is not None:
+        conditions.append(records.c.metric.in_(metrics))
+    if filters.start is not None:
+        conditions.append(records.c.ts >= filters.start)
+    if filters.end is not None:
+        conditions.append(records.c.ts <= filters.end)
+    return conditions
+
+
+def _plain(value: Any) -> Any:
+    """Integral floats back to integers, so 40960 reads back as it was sent."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def record_out(row: Any) -> dict[str, Any]:
+    """A stored row (joined with its GPU) in the shape it was ingested in."""
+    out: dict[str, Any] = {"timestamp": times.to_iso(row.ts), "gpuIndex": row.gpu_index, "metric": row.metric}
+    if row.host:
+        out["host"] = row.host
+    if row.uuid is not None:
+        out["uuid"] = row.uuid
+    if row.name is not None:
+        out["name"] = row.name
+    for field in KINDS[row.metric].fields:
+        value = getattr(row, field.column)
+        if value is not None:
+            out[field.name] = _plain(value)
+    return out
+
+
+def _cursor(order: str, ts: int, row_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{order}:{ts}:{row_id}".encode()).decode().rstrip("=")
+
+
+def _parse_cursor(cursor: str, order: str) -> tuple[int, int]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        made_for, ts, row_id = text.split(":")
+        position = int(ts), int(row_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadCursor("Not a cursor this service handed out.") from None
+    if made_for != order:
+        raise BadCursor(f"This cursor continues order={made_for}.")
+    return position
+
+
+def page(
+    session: Session, filters: Filters, limit: int, order: str = "asc", cursor: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of records in (timestamp, id) order, and the cursor of the next page.
+
+    Keyset pagination: a page starts strictly after the last (timestamp, id) handed
+    out, so pages never repeat or skip a record, however many arrive in between.
+    """
+    conditions = _where(session, filters)
+    ts, row_id = records.c.ts, records.c.id
+    if cursor is not None:
+        after_ts, after_id = _parse_cursor(cursor, order)
+        if order == "asc":
+            conditions += [ts >= after_ts, or_(ts > after_ts, row_id > after_id)]
+        else:
+            conditions += [ts <= after_ts, or_(ts < after_ts, row_id < after_id)]
+    ordering = (ts.asc(), row_id.asc()) if order == "asc" else (ts.desc(), row_id.desc())
+    query = (
+        select(records, gpus.c.host, gpus.c.gpu_index, gpus.c.uuid, gpus.c.name)
+        .join(gpus, gpus.c.id == records.c.gpu_id)
+        .where(and_(True, *conditions))
+        .order_by(*ordering)
+        .limit(limit + 1)
+    )
+    rows = session.execute(query).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [record_out(row) for row in rows]
+    next_cursor = _cursor(order, rows[-1].ts, rows[-1].id) if more else None
+    return items, next_cursor
+
+
+def aggregate(session: Session, filters: Filters, function: str, field: str | None) -> tuple[float | None, int]:
+    """(value, count) of one aggregate over the filtered records; value None if none."""
+    if field is None:
+        count = session.scalar(select(func.count()).select_from(records).where(and_(True, *_where(session, filters))))
+        return (float(count) if function == "count" else None), count
+    column = records.c[FIELD_COLUMN[field]]
+    conditions = _where(session, filters, FIELD_KINDS[field])
+    sql_function = {"avg": func.avg, "min": func.min, "max": func.max, "sum": func.sum, "count": func.count}[function]
+    value, count = session.execute(
+        select(sql_function(column), func.count(column)).where(and_(True, *conditions))
+    ).one()
+    if count == 0:
+        return None, 0
+    return float(value), count
+
+
+def gpu_list(session: Session) -> list[dict[str, Any]]:
+    """Every GPU that has records, with the time range they cover."""
+    rows = session.execute(select(gpus).order_by(gpus.c.host, gpus.c.gpu_index, gpus.c.id))
+    return [
+        {**_gpu_out(row), "firstSeen": times.to_iso(row.first_seen), "lastSeen": times.to_iso(row.last_seen)}
+        for row in rows
+    ]
+
+
+def _gpu_out(row: Any) -> dict[str, Any]:
+    return {"gpuIndex": row.gpu_index, "host": row.host or None, "uuid": row.uuid, "name": row.name}
+
+
+_MEASURED_COLUMNS = [name for name, field in COLUMNS.items() if field.measured]
+
+
+def stats(session: Session, filters: Filters) -> list[dict[str, Any]]:
+    """Per GPU and kind: count, first, last, and min/max/avg/last of each field."""
+    conditions = and_(True, *_where(session, filters, list(KINDS)))
+    summary = []
+    for name in _MEASURED_COLUMNS:
+        column = records.c[name]
+        summary += [func.min(column), func.max(column), func.avg(column)]
+    grouped = session.execute(
+        select(records.c.gpu_id, records.c.metric, func.count(), func.min(records.c.ts), func.max(records.c.ts), *summary)
+        .where(conditions)
+        .group_by(records.c.gpu_id, records.c.metric)
+    ).all()
+    if not grouped:
+        return []
+    newest = (
+        select(records.c.gpu_id, records.c.metric, func.max(records.c.ts).label("ts"))
+        .where(conditions)
+        .group_by(records.c.gpu_id, records.c.metric)
+        .subquery()
+    )
+    last_rows: dict[tuple[int, str], Any] = {}
+    for row in session.execute(
+        select(records)
+        .join(newest, and_(records.c.gpu_id == newest.c.gpu_id, records.c.metric == newest.c.metric, records.c.ts == newest.c.ts))
+        .order_by(records.c.id)
+    ):
+        last_rows[(row.gpu_id, row.metric)] = row  # the highest id wins among equal times
+
+    by_gpu: dict[int, dict[str, Any]] = {}
+    for row in grouped:
+        gpu_id, metric, count, first, last = row[:5]
+        triples = zip(*[iter(row[5:])] * 3, strict=True)
+        values = dict(zip(_MEASURED_COLUMNS, triples, strict=True))
+        newest_row = last_rows[(gpu_id, metric)]
+        field_stats = {}
+        for field in KINDS[metric].fields:
+            if not field.measured:
+                continue
+            low, high, mean = values[field.column]
+            field_stats[field.name] = {
+                "min": _plain(low),
+                "max": _plain(high),
+                "avg": mean,
+                "last": _plain(getattr(newest_row, field.column)),
+            }
+        by_gpu.setdefault(gpu_id, {})[metric] = {
+            "count": count,
+            "first": times.to_iso(first),
+            "last": times.to_iso(last),
+            "fields": field_stats,
+        }
+    gpu_rows = session.execute(select(gpus).where(gpus.c.id.in_(by_gpu)).order_by(gpus.c.host, gpus.c.gpu_index, gpus.c.id))
+    return [{**_gpu_out(row), "metrics": by_gpu[row.id]} for row in gpu_rows]
+
+
+# ---- retention -------------------------------------------------------------------
+
+
+def purge(session: Session, older_than: int, batch: int) -> int:
+    """Delete up to `batch` records older than `older_than`; returns how many went."""
+    oldest = select(records.c.id).where(records.c.ts < older_than).order_by(records.c.ts).limit(batch)
+    return session.execute(delete(records).where(records.c.id.in_(oldest.scalar_subquery()))).rowcount
+
+
+def forget_empty_gpus(session: Session) -> int:
+    """Drop GPUs with no records left, and move each GPU's firstSeen to its oldest record.
+
+    The oldest record is looked up kind by kind, so each look-up is one index probe.
+    """
+    gone = 0
+    for gpu_id in session.scalars(select(gpus.c.id)).all():
+        firsts = [
+            session.scalar(select(func.min(records.c.ts)).where(records.c.gpu_id == gpu_id, records.c.metric == kind))
+            for kind in KINDS
+        ]
+        firsts = [first for first in firsts if first is not None]
+        if firsts:
+            session.execute(update(gpus).where(gpus.c.id == gpu_id).values(first_seen=min(firsts)))
+        else:
+            gone += session.execute(delete(gpus).where(gpus.c.id == gpu_id)).rowcount
+    return gone

@@ -1,0 +1,38 @@
+"""UTC timestamps as integer microseconds since the epoch, and their ISO 8601 form.
+
+SQLite keeps no time zone, so every time is stored as an integer: exact, compact and
+fast to compare and bucket. Naive input means UTC; output always ends in Z.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
+def parse_iso(text: str) -> int:
+    """ISO 8601 text to epoch microseconds; naive means UTC. Raises ValueError."""
+    if not isinstance(text, str) or not 10 <= len(text) <= 64:
+        raise ValueError("Not a valid ISO 8601 datetime.")
+    try:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return (moment - _EPOCH) // _MICRO
+    except (ValueError, OverflowError):
+        raise ValueError("Not a valid ISO 8601 datetime.") from None
+
+
+def to_iso(micros: int) -> str:
+    """Epoch microseconds to ISO 8601 UTC ending in Z; microseconds only when present."""
+    moment = _EPOCH + timedelta(microseconds=micros)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if moment.microsecond:
+        text += f".{moment.microsecond:06d}"
+    return text + "Z"
+
+
+def now_micros() -> int:
+    return (datetime.now(UTC) - _EPOCH) // _MICRO
