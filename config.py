@@ -80,7 +80,9 @@ def _text(text: str) -> str:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("PORT", "8080", _integer(1, 65535), "a port from 1 to 65535", "Port gunicorn (and `python wsgi.py`) listens on."),
+    Setting(
+        "PORT", "8080", _integer(1, 65535), "a port from 1 to 65535", "Port gunicorn (and `python wsgi.py`) listens on."
+    ),
     Setting("WORKERS", "2", _integer(1, 64), "an integer from 1 to 64", "Gunicorn worker processes."),
     Setting(
         "DATABASE_URL",
@@ -106,8 +108,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("ENABLE_WS_FILE", "false", _boolean, "true or false", "Tail INPUT_WS_PATH into the database."),
     Setting("ENABLE_MSG_FILE", "false", _boolean, "true or false", "Tail INPUT_MSG_PATH into the database."),
-    Setting("INPUT_WS_PATH", "ws_out.jsonl", _text, "a file path", "JSONL file written by the crawler's web-socket sink."),
-    Setting("INPUT_MSG_PATH", "msg_out.jsonl", _text, "a file path", "JSONL file written by the crawler's message sink."),
+    Setting(
+        "INPUT_WS_PATH", "ws_out.jsonl", _text, "a file path", "JSONL file written by the crawler's web-socket sink."
+    ),
+    Setting(
+        "INPUT_MSG_PATH", "msg_out.jsonl", _text, "a file path", "JSONL file written by the crawler's message sink."
+    ),
     Setting(
         "FILE_POLL_INTERVAL_SEC",
         "1.0",
@@ -167,7 +173,5 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         try:
             values[setting.attr] = setting.parse(raw)
         except ValueError:
-            raise SettingsError(
-                f"invalid {setting.env}={raw!r}: expected {setting.accepts}"
-            ) from None
+            raise SettingsError(f"invalid {setting.env}={raw!r}: expected {setting.accepts}") from None
     return Settings(values)

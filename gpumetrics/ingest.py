@@ -32,7 +32,9 @@ def load_record(item: Any) -> dict[str, Any]:
         raise ValidationError({"_schema": ["A record must be a JSON object."]})
     loader = RECORD_LOADERS.get(item.get("metric"))  # type: ignore[arg-type]
     if loader is None:
-        errors: dict[str, Any] = {"metric": ["Missing data for required field."] if "metric" not in item else _UNKNOWN_METRIC}
+        errors: dict[str, Any] = {
+            "metric": ["Missing data for required field."] if "metric" not in item else _UNKNOWN_METRIC
+        }
         try:
             IDENTITY_LOADER.load(item)
         except ValidationError as err:

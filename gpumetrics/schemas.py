@@ -71,7 +71,11 @@ def record_field(field: Field) -> fields.Field:
     meta = {"description": field.description + unit}
     if field.type == "string":
         return fields.String(required=field.required, validate=validate.Length(max=field.max_length), metadata=meta)
-    bounds = validate.Range(min=field.minimum, max=field.maximum) if field.minimum is not None or field.maximum is not None else None
+    bounds = (
+        validate.Range(min=field.minimum, max=field.maximum)
+        if field.minimum is not None or field.maximum is not None
+        else None
+    )
     cls = StrictInteger if field.type == "integer" else StrictNumber
     return cls(required=field.required, validate=bounds, metadata=meta)
 
@@ -126,7 +130,9 @@ IDENTITY_LOADER: Schema = _Lenient.from_dict(_identity_fields(), name="RecordIde
 
 
 class Rejection(Schema):
-    index = fields.Integer(required=True, metadata={"description": "Position of the record in the request (0 for a single record)."})
+    index = fields.Integer(
+        required=True, metadata={"description": "Position of the record in the request (0 for a single record)."}
+    )
     errors = fields.Dict(
         required=True,
         metadata={"description": "Field name to its error messages."},
@@ -155,7 +161,9 @@ def _record_out_fields() -> dict[str, fields.Field]:
         for field in kind.fields:
             if field.name not in out:
                 unit = f" ({field.unit})" if field.unit else ""
-                meta = {"description": f"{field.description}{unit} Present on {', '.join(FIELD_KINDS[field.name])} records."}
+                meta = {
+                    "description": f"{field.description}{unit} Present on {', '.join(FIELD_KINDS[field.name])} records."
+                }
                 cls = {"string": fields.String, "integer": fields.Integer, "number": fields.Float}[field.type]
                 out[field.name] = cls(metadata=meta)
     return out
@@ -249,7 +257,9 @@ class Window(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    gpuIndex = fields.Integer(validate=validate.Range(min=0, max=2**31 - 1), metadata={"description": "Only this GPU index."})
+    gpuIndex = fields.Integer(
+        validate=validate.Range(min=0, max=2**31 - 1), metadata={"description": "Only this GPU index."}
+    )
     host = fields.String(validate=validate.Length(max=255), metadata={"description": "Only this host."})
     uuid = fields.String(validate=validate.Length(max=255), metadata={"description": "Only the GPU with this UUID."})
     start = Timestamp(metadata={"description": "Records at or after this time (ISO 8601; naive means UTC)."})
@@ -268,7 +278,9 @@ class MetricsQuery(Window):
         validate=validate.OneOf(["asc", "desc"]),
         metadata={"description": "By timestamp: asc (oldest first) or desc."},
     )
-    cursor = fields.String(validate=validate.Length(max=200), metadata={"description": "The `next` of the previous page."})
+    cursor = fields.String(
+        validate=validate.Length(max=200), metadata={"description": "The `next` of the previous page."}
+    )
     aggregate = fields.String(
         validate=validate.OneOf(AGGREGATES),
         metadata={"description": "Answer one aggregate over the filtered records instead of records."},

@@ -94,10 +94,7 @@ def resolve_gpus(session: Session, batch: Iterable[dict[str, Any]]) -> dict[tupl
         known["name"] = record.get("name") or known["name"]
 
     hosts = {host for host, _ in seen}
-    existing = {
-        (row.host, row.gpu_index): row
-        for row in session.execute(select(gpus).where(gpus.c.host.in_(hosts)))
-    }
+    existing = {(row.host, row.gpu_index): row for row in session.execute(select(gpus).where(gpus.c.host.in_(hosts)))}
     ids: dict[tuple[str, int], int] = {}
     for key, new in seen.items():
         row = existing.get(key)
@@ -271,7 +268,9 @@ def stats(session: Session, filters: Filters) -> list[dict[str, Any]]:
         column = records.c[name]
         summary += [func.min(column), func.max(column), func.avg(column)]
     grouped = session.execute(
-        select(records.c.gpu_id, records.c.metric, func.count(), func.min(records.c.ts), func.max(records.c.ts), *summary)
+        select(
+            records.c.gpu_id, records.c.metric, func.count(), func.min(records.c.ts), func.max(records.c.ts), *summary
+        )
         .where(conditions)
         .group_by(records.c.gpu_id, records.c.metric)
     ).all()
@@ -286,7 +285,10 @@ def stats(session: Session, filters: Filters) -> list[dict[str, Any]]:
     last_rows: dict[tuple[int, str], Any] = {}
     for row in session.execute(
         select(records)
-        .join(newest, and_(records.c.gpu_id == newest.c.gpu_id, records.c.metric == newest.c.metric, records.c.ts == newest.c.ts))
+        .join(
+            newest,
+            and_(records.c.gpu_id == newest.c.gpu_id, records.c.metric == newest.c.metric, records.c.ts == newest.c.ts),
+        )
         .order_by(records.c.id)
     ):
         last_rows[(row.gpu_id, row.metric)] = row  # the highest id wins among equal times
@@ -314,7 +316,9 @@ def stats(session: Session, filters: Filters) -> list[dict[str, Any]]:
             "last": times.to_iso(last),
             "fields": field_stats,
         }
-    gpu_rows = session.execute(select(gpus).where(gpus.c.id.in_(by_gpu)).order_by(gpus.c.host, gpus.c.gpu_index, gpus.c.id))
+    gpu_rows = session.execute(
+        select(gpus).where(gpus.c.id.in_(by_gpu)).order_by(gpus.c.host, gpus.c.gpu_index, gpus.c.id)
+    )
     return [{**_gpu_out(row), "metrics": by_gpu[row.id]} for row in gpu_rows]
 
 

@@ -112,7 +112,12 @@ def test_nan_and_infinity_are_rejected(client, literal):
 
 @pytest.mark.parametrize(
     "metric, field, value",
-    [("utilization", "gpuPercent", 100.5), ("utilization", "memoryPercent", -0.1), ("clocks", "memoryMHz", -5), ("power", "watts", -1)],
+    [
+        ("utilization", "gpuPercent", 100.5),
+        ("utilization", "memoryPercent", -0.1),
+        ("clocks", "memoryMHz", -5),
+        ("power", "watts", -1),
+    ],
 )
 def test_out_of_bounds_is_rejected(client, metric, field, value):
     answer = post(client, record(metric, **{field: value}))

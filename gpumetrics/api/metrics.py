@@ -23,7 +23,13 @@ SEED_EXAMPLE = {
 }
 BATCH_EXAMPLE = [
     SEED_EXAMPLE,
-    {"timestamp": "2025-12-01T18:51:30Z", "gpuIndex": 0, "metric": "utilization", "gpuPercent": 72, "memoryPercent": 35},
+    {
+        "timestamp": "2025-12-01T18:51:30Z",
+        "gpuIndex": 0,
+        "metric": "utilization",
+        "gpuPercent": 72,
+        "memoryPercent": 35,
+    },
     {"timestamp": "2025-12-01T18:51:30Z", "gpuIndex": 0, "metric": "temperature", "celsius": 62},
     {"timestamp": "2025-12-01T18:51:30Z", "gpuIndex": 0, "metric": "power", "watts": 165.0},
     {"timestamp": "2025-12-01T18:51:30Z", "gpuIndex": 0, "metric": "clocks", "graphicsMHz": 1410, "memoryMHz": 1215},
@@ -54,14 +60,21 @@ PAGE_OR_AGGREGATE = {
     "content": {
         "application/json": {
             "schema": {
-                "oneOf": [{"$ref": "#/components/schemas/MetricsPage"}, {"$ref": "#/components/schemas/AggregateResult"}]
+                "oneOf": [
+                    {"$ref": "#/components/schemas/MetricsPage"},
+                    {"$ref": "#/components/schemas/AggregateResult"},
+                ]
             }
         }
     },
 }
 
 RESULT_EXAMPLE = {"stored": 5, "duplicates": 1, "rejected": []}
-REJECTED_EXAMPLE = {"stored": 5, "duplicates": 0, "rejected": [{"index": 2, "errors": {"celsius": ["Not a valid number."]}}]}
+REJECTED_EXAMPLE = {
+    "stored": 5,
+    "duplicates": 0,
+    "rejected": [{"index": 2, "errors": {"celsius": ["Not a valid number."]}}],
+}
 
 
 def document_records(spec) -> None:

@@ -1,0 +1,53 @@
+"""Settings: defaults that work, one clear line for a bad value, and the README lists them all."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import GUNICORN, ROOT
+
+import config
+
+
+def test_defaults_just_work():
+    settings = config.load({})
+    assert settings.port == 8080
+    assert settings.database_url == "sqlite:///./metrics.db"
+    assert settings.log_level == "INFO"
+    assert settings.max_body_bytes == 16 * 1024 * 1024
+    assert settings.max_batch == 10000
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("PORT", "http"),
+        ("PORT", "70000"),
+        ("MAX_BATCH", "0"),
+        ("LOG_LEVEL", "LOUD"),
+        ("DATABASE_URL", "mysql://x"),
+        ("ENABLE_WS_FILE", "maybe"),
+    ],
+)
+def test_invalid_value_names_the_variable(name, value):
+    with pytest.raises(config.SettingsError, match=f"^invalid {name}="):
+        config.load({name: value})
+
+
+@pytest.mark.parametrize("command", [[sys.executable, "wsgi.py"], GUNICORN], ids=["python wsgi.py", "gunicorn"])
+def test_invalid_value_stops_the_start_with_one_line(command):
+    env = {**os.environ, "MAX_BATCH": "lots"}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert lines == ["gpumetrics: invalid MAX_BATCH='lots': expected an integer from 1 to 1000000"]
+
+
+def test_readme_lists_every_setting():
+    readme = (ROOT / "README.md").read_text()
+    listed = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, re.MULTILINE))
+    assert listed == {setting.env for setting in config.SETTINGS}
