@@ -15,4 +15,7 @@ except config.SettingsError as error:
 app = create_app(settings)
 
 if __name__ == "__main__":
+    from gpumetrics.scheduler import start_jobs
+
+    start_jobs(app)
     app.run(host="0.0.0.0", port=settings.port)

@@ -27,3 +27,16 @@ graceful_timeout = 20
 loglevel = _settings.log_level.lower()
 # Several instances may run on one host (tests, replicas); the control socket is one path.
 control_socket_disable = True
+
+
+def post_worker_init(worker) -> None:
+    """Every worker competes for the jobs lock; exactly one runs the jobs."""
+    from gpumetrics.scheduler import start_jobs
+
+    start_jobs(worker.wsgi)
+
+
+def worker_exit(server, worker) -> None:
+    jobs = getattr(worker, "wsgi", None) and worker.wsgi.extensions["gpumetrics"].get("jobs")
+    if jobs is not None:
+        jobs.stop()

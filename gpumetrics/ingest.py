@@ -7,6 +7,7 @@ goes through `validate`, whichever way the records came.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,15 @@ class Checked:
 
     records: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+def as_items(body: Any) -> list[Any]:
+    """A decoded JSON body or line: one record (object) or an array of records."""
+    if isinstance(body, dict):
+        return [body]
+    if isinstance(body, list):
+        return body
+    raise ValueError("expected a JSON object (one record) or an array of records")
 
 
 def load_record(item: Any) -> dict[str, Any]:
@@ -52,3 +62,41 @@ def validate(items: list[Any], first_index: int = 0) -> Checked:
         except ValidationError as err:
             checked.rejected.append({"index": position, "errors": err.messages})
     return checked
+
+
+@dataclass
+class Lines:
+    """The outcome of decoding a run of JSONL lines."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    read: int = 0  # non-blank lines
+    last: int = 0  # number of the last line, blank or not
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+
+
+def decode_lines(data: bytes, line: int = 0) -> Lines:
+    """Decode and validate JSONL `data` whose first line follows line number `line`.
+
+    A line is one record or an array of records. A line that is not JSON, or that
+    holds an invalid record, is rejected with its number; its valid records are kept.
+    """
+    out = Lines()
+    raws = data.split(b"\n")
+    if raws[-1] == b"":
+        raws.pop()
+    for raw in raws:
+        line += 1
+        if not raw.strip():
+            continue
+        out.read += 1
+        try:
+            items = as_items(json.loads(raw))
+        except (ValueError, RecursionError) as error:
+            out.rejected.append((line, f"not JSON records: {error}"))
+            continue
+        checked = validate(items)
+        out.records += checked.records
+        if checked.rejected:
+            out.rejected.append((line, f"invalid records: {checked.rejected}"))
+    out.last = line
+    return out

@@ -16,6 +16,8 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
+    UniqueConstraint,
     func,
 )
 
@@ -72,3 +74,34 @@ Index(
     unique=True,
 )
 Index("ix_records_ts", records.c.ts)
+
+# Where each tailed file was read up to. It is written in the same transaction as the
+# records its lines produced, so a restart resumes exactly there. A file belongs to the
+# host that reads it (replicas sharing a database each tail their own files).
+tail_files = Table(
+    "tail_files",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("host", String(255), nullable=False),
+    Column("path", String(1024), nullable=False),
+    Column("device", BigInteger, nullable=False),
+    Column("inode", BigInteger, nullable=False),
+    Column("position", BigInteger, nullable=False),
+    Column("line", BigInteger, nullable=False),
+    Column("lines_read", BigInteger, nullable=False),
+    Column("records_stored", BigInteger, nullable=False),
+    Column("duplicates", BigInteger, nullable=False),
+    Column("lines_rejected", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("host", "path"),
+)
+
+# The last run of each periodic job (retention), for /health.
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("started_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger, nullable=False),
+    Column("outcome", Text, nullable=False),
+)

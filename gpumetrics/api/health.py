@@ -8,7 +8,10 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import __version__, current_db
+from .. import __version__, current_db, current_settings
+from ..jobs import retention
+from ..jobs.tail import load_checkpoint
+from ..scheduler import leader_pid, lock_path, tailers
 from ..schemas import Health
 
 blp = Blueprint("health", __name__, url_prefix="/health", description="Liveness and readiness.")
@@ -27,4 +30,26 @@ class HealthCheck(MethodView):
             reason = str(getattr(error, "orig", None) or error).splitlines()[0]
             log.warning("health: database down: %s", reason)
             return {"status": "down", "database": reason, "version": __version__}, 503
-        return {"status": "ok", "database": "ok", "version": __version__}
+        return {"status": "ok", "database": "ok", "version": __version__, "jobs": _jobs()}
+
+
+def _jobs() -> dict:
+    """What the jobs did, read from the database so that every worker can answer."""
+    settings, db = current_settings(), current_db()
+    files = {}
+    with db.reading() as session:
+        for tailer in tailers(settings, db):
+            checkpoint = load_checkpoint(session, tailer.host, tailer.key)
+            files[str(tailer.path)] = {
+                "linesRead": checkpoint.lines_read if checkpoint else 0,
+                "recordsStored": checkpoint.records_stored if checkpoint else 0,
+                "duplicates": checkpoint.duplicates if checkpoint else 0,
+                "linesRejected": checkpoint.lines_rejected if checkpoint else 0,
+                "bytesBehind": tailer.behind(),
+            }
+        last_retention = retention.last_run(session)
+    return {
+        "runner": leader_pid(lock_path(settings, db)),
+        "files": files,
+        "retention": {"retentionHours": settings.metrics_retention_hours, "lastRun": last_retention},
+    }

@@ -95,14 +95,14 @@ def _parse_body() -> list:
         body = json.loads(request.get_data(cache=False))
     except (ValueError, RecursionError) as error:
         abort(400, message=f"The body is not valid JSON: {error}")
-    if isinstance(body, dict):
-        return [body]
-    if not isinstance(body, list):
-        abort(400, message="The body must be a JSON object (one record) or an array of records.")
+    try:
+        items = ingest.as_items(body)
+    except ValueError as error:
+        abort(400, message=f"The body must hold records: {error}.")
     limit = current_settings().max_batch
-    if len(body) > limit:
-        abort(413, message=f"At most {limit} records per request (MAX_BATCH); this one has {len(body)}.")
-    return body
+    if len(items) > limit:
+        abort(413, message=f"At most {limit} records per request (MAX_BATCH); this one has {len(items)}.")
+    return items
 
 
 @blp.route("")

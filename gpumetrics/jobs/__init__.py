@@ -1,0 +1,1 @@
+"""Background jobs as plain functions and classes: testable without a scheduler."""
