@@ -45,9 +45,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     database.create_schema()
     app.extensions["gpumetrics"] = {"settings": settings, "db": database}
 
-    from .api import register
+    from . import api, cli
 
-    register(app)
+    api.register(app)
+    cli.register(app)
     return app
 
 
