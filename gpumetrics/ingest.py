@@ -13,6 +13,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
+from .fastpath import ACCEPTORS
 from .kinds import KINDS
 from .schemas import IDENTITY_LOADER, RECORD_LOADERS
 
@@ -40,7 +41,15 @@ def load_record(item: Any) -> dict[str, Any]:
     """One input record to its canonical form; raises ValidationError with field errors."""
     if not isinstance(item, dict):
         raise ValidationError({"_schema": ["A record must be a JSON object."]})
-    loader = RECORD_LOADERS.get(item.get("metric"))  # type: ignore[arg-type]
+    metric = item.get("metric")
+    if not isinstance(metric, str):
+        metric = None
+    accept = ACCEPTORS.get(metric)
+    if accept is not None:
+        accepted = accept(item)
+        if accepted is not None:
+            return accepted
+    loader = RECORD_LOADERS.get(metric)
     if loader is None:
         errors: dict[str, Any] = {
             "metric": ["Missing data for required field."] if "metric" not in item else _UNKNOWN_METRIC

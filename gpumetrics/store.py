@@ -10,11 +10,12 @@ import base64
 import binascii
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy import insert as sql_insert
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from . import times
@@ -55,10 +56,20 @@ class BadCursor(ValueError):
 # ---- writing ---------------------------------------------------------------------
 
 
-def _insert_ignoring_duplicates(session: Session):
-    dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(records).on_conflict_do_nothing()
+# The hot path: one executemany of plain tuples, columns in this order. SQLAlchemy's
+# per-row parameter processing would cost more than SQLite's own insert.
+_ROW_COLUMNS = ("gpu_id", "metric", "ts", *COLUMNS)
+_SLOTS = {
+    name: [(_ROW_COLUMNS.index(field.column), field.name) for field in kind.fields] for name, kind in KINDS.items()
+}
+
+
+@lru_cache
+def _insert_sql(dialect: Dialect) -> str:
+    marker = "?" if dialect.paramstyle == "qmark" else "%s"
+    columns = ", ".join(dialect.identifier_preparer.quote(name) for name in _ROW_COLUMNS)
+    markers = ", ".join([marker] * len(_ROW_COLUMNS))
+    return f"INSERT INTO records ({columns}) VALUES ({markers}) ON CONFLICT DO NOTHING"
 
 
 def insert(session: Session, batch: Sequence[dict[str, Any]]) -> tuple[int, int]:
@@ -66,16 +77,19 @@ def insert(session: Session, batch: Sequence[dict[str, Any]]) -> tuple[int, int]
     if not batch:
         return 0, 0
     gpu_ids = resolve_gpus(session, batch)
+    empty = [None] * len(_ROW_COLUMNS)
     rows = []
     for record in batch:
-        row = {column: None for column in COLUMNS}
-        for field in KINDS[record["metric"]].fields:
-            row[field.column] = record.get(field.name)
-        row["gpu_id"] = gpu_ids[(record.get("host") or LOCAL_HOST, record["gpuIndex"])]
-        row["metric"] = record["metric"]
-        row["ts"] = record["timestamp"]
-        rows.append(row)
-    stored = session.execute(_insert_ignoring_duplicates(session), rows).rowcount
+        row = empty.copy()
+        metric = record["metric"]
+        row[0] = gpu_ids[(record.get("host") or LOCAL_HOST, record["gpuIndex"])]
+        row[1] = metric
+        row[2] = record["timestamp"]
+        for slot, name in _SLOTS[metric]:
+            row[slot] = record.get(name)
+        rows.append(tuple(row))
+    connection = session.connection()
+    stored = connection.exec_driver_sql(_insert_sql(connection.dialect), rows).rowcount
     return stored, len(rows) - stored
 
 

@@ -91,6 +91,9 @@ def test_mixed_batch_stores_the_valid_and_names_the_invalid(client):
         ("timestamp", "2025-13-01T00:00:00Z"),
         ("host", "h" * 256),
         ("metric", "fan"),
+        ("metric", ["memory"]),
+        ("metric", {"kind": "memory"}),
+        ("metric", None),
     ],
 )
 def test_bad_value_is_rejected_naming_its_field(client, field, value):
