@@ -37,6 +37,12 @@ def test_root_redirects_to_the_docs(client):
     assert answer.status_code == 302 and answer.headers["Location"].endswith("/docs")
 
 
+def test_favicon_is_served(client):
+    answer = client.get("/favicon.ico")
+    assert answer.status_code == 200 and answer.mimetype == "image/png"
+    answer.close()
+
+
 @pytest.fixture
 def spec(client):
     return client.get("/openapi.json").get_json()

@@ -24,6 +24,10 @@ def register(app: Flask) -> Api:
     def index():
         return redirect("/docs")
 
+    @app.get("/favicon.ico")
+    def favicon():
+        return app.send_static_file("vendor/swagger-ui/favicon-32x32.png")
+
     @app.errorhandler(DBAPIError)
     def database_unavailable(error: DBAPIError):
         log.error("database error: %s", str(error.orig).splitlines()[0] if error.orig else error)
