@@ -47,7 +47,6 @@ WINDOW = (1280, 900)
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
-
 def chromium() -> str:
     for candidate in ("/usr/bin/chromium", shutil.which("chromium")):
         if candidate and os.access(candidate, os.X_OK):

@@ -21,7 +21,9 @@ ODD_VALUES = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([0, -1, 100, 100.0, 100.5, 2**31 - 1, 2**31, 2**63 - 1, 2**63, -(2**63), 1e308, -0.0]),
     st.text(max_size=300),
-    st.sampled_from(["2025-12-01T18:51:30Z", "2025-12-01", "2025-12-01T18:51:30+05:00", "0001-01-01T00:00:00+01:00", ""]),
+    st.sampled_from(
+        ["2025-12-01T18:51:30Z", "2025-12-01", "2025-12-01T18:51:30+05:00", "0001-01-01T00:00:00+01:00", ""]
+    ),
     st.lists(st.integers(), max_size=2),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
