@@ -13,6 +13,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
+from . import crawler
 from .fastpath import ACCEPTORS
 from .kinds import KINDS
 from .schemas import IDENTITY_LOADER, RECORD_LOADERS
@@ -62,12 +63,23 @@ def load_record(item: Any) -> dict[str, Any]:
     return loader.load(item)
 
 
+def load_item(item: Any) -> list[dict[str, Any]]:
+    """One input item, in either format, to its canonical records."""
+    if isinstance(item, dict) and crawler.is_crawler_record(item):
+        metric_type = item["metricType"]
+        loader = crawler.LOADERS.get(metric_type) if isinstance(metric_type, str) else None
+        if loader is None:
+            raise ValidationError({"metricType": [f"Must be one of: {', '.join(crawler.LOADERS)}."]})
+        return crawler.split(loader.load(item))
+    return [load_record(item)]
+
+
 def validate(items: list[Any], first_index: int = 0) -> Checked:
     """Validate every item; invalid ones are reported by position, never raised."""
     checked = Checked()
     for position, item in enumerate(items, first_index):
         try:
-            checked.records.append(load_record(item))
+            checked.records += load_item(item)
         except ValidationError as err:
             checked.rejected.append({"index": position, "errors": err.messages})
     return checked

@@ -65,10 +65,10 @@ def _text(description: str) -> fields.String:
     return fields.String(validate=validate.Length(max=255), metadata={"description": description})
 
 
-def record_field(field: Field) -> fields.Field:
+def record_field(field: Field, note: str = "") -> fields.Field:
     """The marshmallow field for one registry field, with its unit and bounds."""
     unit = f" Unit: {field.unit}." if field.unit else ""
-    meta = {"description": field.description + unit}
+    meta = {"description": f"{field.description}{unit} {note}".strip()}
     if field.type == "string":
         return fields.String(required=field.required, validate=validate.Length(max=field.max_length), metadata=meta)
     bounds = (
@@ -97,7 +97,7 @@ def _identity_fields() -> dict[str, fields.Field]:
     }
 
 
-class _Lenient(Schema):
+class Lenient(Schema):
     """Crawlers add fields over time: unknown keys are ignored, not errors."""
 
     class Meta:
@@ -114,7 +114,7 @@ def _record_schema(kind) -> type[Schema]:
         ),
         **{f.name: record_field(f) for f in kind.fields},
     }
-    return _Lenient.from_dict(declared, name=f"{kind.name.capitalize()}Record")
+    return Lenient.from_dict(declared, name=f"{kind.name.capitalize()}Record")
 
 
 # One schema class per kind, e.g. MemoryRecord; instances are reused (they are stateless).
@@ -123,7 +123,7 @@ RECORD_LOADERS: dict[str, Schema] = {name: cls() for name, cls in RECORD_SCHEMAS
 
 
 # The fields every record shares: checked alone when `metric` is missing or unknown.
-IDENTITY_LOADER: Schema = _Lenient.from_dict(_identity_fields(), name="RecordIdentity")()
+IDENTITY_LOADER: Schema = Lenient.from_dict(_identity_fields(), name="RecordIdentity")()
 
 
 # ---- responses -------------------------------------------------------------------

@@ -82,7 +82,7 @@ def insert(session: Session, batch: Sequence[dict[str, Any]]) -> tuple[int, int]
     for record in batch:
         row = empty.copy()
         metric = record["metric"]
-        row[0] = gpu_ids[(record.get("host") or LOCAL_HOST, record["gpuIndex"])]
+        row[0] = gpu_ids[gpu_key(record)]
         row[1] = metric
         row[2] = record["timestamp"]
         for slot, name in _SLOTS[metric]:
@@ -93,50 +93,103 @@ def insert(session: Session, batch: Sequence[dict[str, Any]]) -> tuple[int, int]
     return stored, len(rows) - stored
 
 
-def resolve_gpus(session: Session, batch: Iterable[dict[str, Any]]) -> dict[tuple[str, int], int]:
-    """Find or create the GPU of every record; keep its uuid, name and seen-range current."""
-    seen: dict[tuple[str, int], dict[str, Any]] = {}
+def gpu_key(record: dict[str, Any]) -> tuple[str, int | None, str | None]:
+    """How a record names its GPU: host, and the index, the UUID, or both."""
+    return (record.get("host") or LOCAL_HOST, record.get("gpuIndex"), record.get("uuid"))
+
+
+def resolve_gpus(session: Session, batch: Iterable[dict[str, Any]]) -> dict[tuple, int]:
+    """Find or create the GPU of every record; keep its uuid, name and seen-range current.
+
+    A GPU is known by (host, index) when the index is given, else by (host, uuid). A
+    record with both ties them: a GPU first seen by UUID alone gets its index, and its
+    records move to the GPU of that index if there already is one.
+    """
+    seen: dict[tuple, dict[str, Any]] = {}
     for record in batch:
-        key = (record.get("host") or LOCAL_HOST, record["gpuIndex"])
-        ts = record["timestamp"]
+        key, ts = gpu_key(record), record["timestamp"]
         known = seen.get(key)
         if known is None:
-            seen[key] = {"uuid": record.get("uuid"), "name": record.get("name"), "first": ts, "last": ts}
-            continue
-        known["first"], known["last"] = min(known["first"], ts), max(known["last"], ts)
-        known["uuid"] = record.get("uuid") or known["uuid"]
-        known["name"] = record.get("name") or known["name"]
+            seen[key] = {"name": record.get("name"), "first": ts, "last": ts}
+        else:
+            known["first"], known["last"] = min(known["first"], ts), max(known["last"], ts)
+            known["name"] = record.get("name") or known["name"]
 
-    hosts = {host for host, _ in seen}
-    existing = {(row.host, row.gpu_index): row for row in session.execute(select(gpus).where(gpus.c.host.in_(hosts)))}
-    ids: dict[tuple[str, int], int] = {}
-    for key, new in seen.items():
-        row = existing.get(key)
-        if row is None:
-            ids[key] = session.execute(
-                sql_insert(gpus).values(
-                    host=key[0],
-                    gpu_index=key[1],
-                    uuid=new["uuid"],
-                    name=new["name"],
-                    first_seen=new["first"],
-                    last_seen=new["last"],
-                )
-            ).inserted_primary_key[0]
-            continue
-        ids[key] = row.id
-        changes = {}
-        if new["uuid"] and new["uuid"] != row.uuid:
-            changes["uuid"] = new["uuid"]
-        if new["name"] and new["name"] != row.name:
-            changes["name"] = new["name"]
-        if new["first"] < row.first_seen:
-            changes["first_seen"] = new["first"]
-        if new["last"] > row.last_seen:
-            changes["last_seen"] = new["last"]
-        if changes:
-            session.execute(update(gpus).where(gpus.c.id == row.id).values(**changes))
+    hosts = {host for host, _, _ in seen}
+    rows = [row._asdict() for row in session.execute(select(gpus).where(gpus.c.host.in_(hosts)))]
+    ids: dict[tuple, int] = {}
+    for (host, index, uuid), new in seen.items():
+        gpu = _match(session, rows, host, index, uuid)
+        if gpu is None:
+            gpu = {"host": host, "gpu_index": index, "uuid": uuid, "name": new["name"]}
+            gpu["first_seen"], gpu["last_seen"] = new["first"], new["last"]
+            gpu["id"] = session.execute(sql_insert(gpus).values(**{k: v for k, v in gpu.items() if k != "id"}))
+            gpu["id"] = gpu["id"].inserted_primary_key[0]
+            rows.append(gpu)
+        else:
+            changes = {}
+            if new["name"] and new["name"] != gpu["name"]:
+                changes["name"] = new["name"]
+            if new["first"] < gpu["first_seen"]:
+                changes["first_seen"] = new["first"]
+            if new["last"] > gpu["last_seen"]:
+                changes["last_seen"] = new["last"]
+            _update_gpu(session, gpu, changes)
+        ids[(host, index, uuid)] = gpu["id"]
     return ids
+
+
+def _update_gpu(session: Session, gpu: dict[str, Any], changes: dict[str, Any]) -> None:
+    if changes:
+        session.execute(update(gpus).where(gpus.c.id == gpu["id"]).values(**changes))
+        gpu.update(changes)
+
+
+def _match(session: Session, rows: list[dict[str, Any]], host: str, index: int | None, uuid: str | None):
+    """The known GPU a (host, index, uuid) names, tying index and UUID together."""
+    by_uuid = [g for g in rows if uuid is not None and g["host"] == host and g["uuid"] == uuid]
+    by_uuid.sort(key=lambda g: g["last_seen"], reverse=True)
+    if index is None:
+        return by_uuid[0] if by_uuid else None
+    gpu = next((g for g in rows if g["host"] == host and g["gpu_index"] == index), None)
+    unindexed = next((g for g in by_uuid if g["gpu_index"] is None), None)
+    if gpu is None:
+        if unindexed is not None:
+            _update_gpu(session, unindexed, {"gpu_index": index})
+        return unindexed
+    if uuid is not None and gpu["uuid"] != uuid:
+        _update_gpu(session, gpu, {"uuid": uuid})
+    if unindexed is not None:
+        _merge(session, rows, into=gpu, other=unindexed)
+    return gpu
+
+
+def _merge(session: Session, rows: list[dict[str, Any]], into: dict[str, Any], other: dict[str, Any]) -> None:
+    """Move the records of a GPU known only by UUID to the GPU of its index."""
+    twin = records.alias("twin")
+    same_sample = (
+        select(twin.c.id)
+        .where(
+            twin.c.gpu_id == into["id"],
+            twin.c.metric == records.c.metric,
+            twin.c.ts == records.c.ts,
+            func.coalesce(twin.c.pid, -1) == func.coalesce(records.c.pid, -1),
+        )
+        .exists()
+    )
+    session.execute(delete(records).where(records.c.gpu_id == other["id"], same_sample))
+    session.execute(update(records).where(records.c.gpu_id == other["id"]).values(gpu_id=into["id"]))
+    session.execute(delete(gpus).where(gpus.c.id == other["id"]))
+    rows.remove(other)
+    _update_gpu(
+        session,
+        into,
+        {
+            "first_seen": min(into["first_seen"], other["first_seen"]),
+            "last_seen": max(into["last_seen"], other["last_seen"]),
+            "name": into["name"] or other["name"],
+        },
+    )
 
 
 # ---- reading ---------------------------------------------------------------------

@@ -8,7 +8,7 @@ from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
-from .. import current_db, current_settings, ingest, store
+from .. import crawler, current_db, current_settings, ingest, store
 from ..schemas import RECORD_SCHEMAS, AggregateResult, IngestResult, MetricsPage, MetricsQuery
 
 blp = Blueprint("metrics", __name__, url_prefix="/metrics", description="Ingest and read GPU metric records.")
@@ -37,19 +37,34 @@ BATCH_EXAMPLE = [
 ]
 
 
+INPUT_SCHEMAS = [*RECORD_SCHEMAS.values(), *crawler.SCHEMAS.values()]
+
+
 def _record_refs() -> list[dict[str, str]]:
-    return [{"$ref": f"#/components/schemas/{cls.__name__}"} for cls in RECORD_SCHEMAS.values()]
+    return [{"$ref": f"#/components/schemas/{cls.__name__}"} for cls in INPUT_SCHEMAS]
 
 
 REQUEST_BODY = {
     "required": True,
-    "description": "One record, or an array of records (at most MAX_BATCH). Unknown fields are ignored.",
+    "description": (
+        "One record, or an array of records (at most MAX_BATCH), in either format, mixed freely: "
+        "the canonical format (`metric` names the kind: MemoryRecord ... ProcessRecord), or the C++ "
+        "crawler's own (`metricType` gpu or process: CrawlerGpuRecord, CrawlerProcessRecord), where one "
+        "gpu record becomes a memory, utilization, temperature, power and (with clocks) clocks record. "
+        "Unknown fields are ignored."
+    ),
     "content": {
         "application/json": {
             "schema": {"oneOf": [*_record_refs(), {"type": "array", "items": {"oneOf": _record_refs()}}]},
             "examples": {
                 "one": {"summary": "One memory record", "value": SEED_EXAMPLE},
                 "batch": {"summary": "A batch of every kind", "value": BATCH_EXAMPLE},
+                "crawlerGpu": {"summary": "The crawler's gpu record", "value": crawler.GPU_EXAMPLE},
+                "crawlerProcess": {"summary": "The crawler's process record", "value": crawler.PROCESS_EXAMPLE},
+                "mixed": {
+                    "summary": "Both formats in one batch",
+                    "value": [crawler.GPU_EXAMPLE, crawler.PROCESS_EXAMPLE, SEED_EXAMPLE],
+                },
             },
         }
     },
@@ -79,7 +94,7 @@ REJECTED_EXAMPLE = {
 
 def document_records(spec) -> None:
     """Put each kind's record schema in the OpenAPI components, for the request body."""
-    for cls in RECORD_SCHEMAS.values():
+    for cls in INPUT_SCHEMAS:
         spec.components.schema(cls.__name__, schema=cls)
     spec.components.schema("AggregateResult", schema=AggregateResult)
 
