@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_REDOC_URL="/static/vendor/redoc/redoc.standalone.js",
     )
     database = Database(settings.database_url)
-    database.create_schema()
+    database.upgrade()
     app.extensions["gpumetrics"] = {"settings": settings, "db": database}
 
     from . import api, cli

@@ -66,6 +66,15 @@ def purge_command() -> None:
     click.echo(f"deleted {deleted} records older than {hours:g} hours")
 
 
+@click.command("migrate")
+def migrate_command() -> None:
+    """Bring the database schema up to date (the service also does this at start)."""
+    db = current_db()
+    db.upgrade()
+    click.echo(f"database schema at revision {db.revision()}")
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(import_command)
     app.cli.add_command(purge_command)
+    app.cli.add_command(migrate_command)

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from .models import metadata
-
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK_KEY = 0x67707530  # any constant: serialises migrations across replicas
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -64,10 +68,24 @@ class Database:
         with self._write() as session, session.begin():
             yield session
 
-    def create_schema(self) -> None:
-        """Create missing tables; safe when several processes start at once."""
+    def upgrade(self, revision: str = "head") -> None:
+        """Bring the schema up to date with the Alembic migrations.
+
+        Safe when several processes start at once: the migration runs in one
+        transaction that holds SQLite's write lock or a PostgreSQL advisory lock.
+        """
         with self.engine.execution_options(sqlite_immediate=True).begin() as conn:
-            metadata.create_all(conn)
+            if not self.is_sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            config = AlembicConfig()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+
+    def revision(self) -> str | None:
+        """The Alembic revision the database is at."""
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
