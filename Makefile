@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
+# The PostgreSQL half of the suite runs against this server; without one it is skipped, saying why.
+TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+export TEST_POSTGRES_URL
 
 .PHONY: serve test lint bench clean
 

@@ -374,7 +374,7 @@ def stats(session: Session, filters: Filters) -> list[dict[str, Any]]:
             field_stats[field.name] = {
                 "min": _plain(low),
                 "max": _plain(high),
-                "avg": mean,
+                "avg": None if mean is None else float(mean),  # PostgreSQL averages integers as numeric
                 "last": _plain(getattr(newest_row, field.column)),
             }
         by_gpu.setdefault(gpu_id, {})[metric] = {

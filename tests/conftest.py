@@ -8,11 +8,15 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 import config
 from gpumetrics import create_app
@@ -21,9 +25,47 @@ ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = [sys.executable, "-m", "gunicorn", "--config", "python:gpumetrics.gunicorn_conf", "wsgi:app"]
 
 
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "")
+
+
+def postgres_or_skip() -> str:
+    """The server's URL, or a skip that says why (a failure in CI, where it must be there)."""
+    if not POSTGRES_URL:
+        pytest.skip("PostgreSQL tests skipped: set TEST_POSTGRES_URL (.ci/run sets it)")
+    probe = create_engine(POSTGRES_URL)
+    try:
+        with probe.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as error:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL tests skipped: {POSTGRES_URL} does not answer: {error.orig}")
+    finally:
+        probe.dispose()
+    return POSTGRES_URL
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a schema of its own on the PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'metrics.db'}"
+        return
+    server = postgres_or_skip()
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(server)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = make_url(server).update_query_dict({"options": f"-csearch_path={schema}"})
+    yield url.render_as_string(hide_password=False)
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> config.Settings:
-    return config.load({"DATABASE_URL": f"sqlite:///{tmp_path / 'metrics.db'}"})
+def settings(database_url: str) -> config.Settings:
+    return config.load({"DATABASE_URL": database_url})
 
 
 @pytest.fixture
@@ -79,12 +121,12 @@ class Server:
 
 
 @pytest.fixture
-def gunicorn(tmp_path: Path) -> Iterator:
-    """Start real gunicorn masters; every one started is stopped after the test."""
+def gunicorn(tmp_path: Path, database_url: str) -> Iterator:
+    """Start real gunicorn masters on the test's database; all are stopped after the test."""
     started: list[Server] = []
 
     def start(**env: str) -> Server:
-        env.setdefault("DATABASE_URL", f"sqlite:///{tmp_path / 'metrics.db'}")
+        env.setdefault("DATABASE_URL", database_url)
         server = Server(env, tmp_path)
         started.append(server)
         server.wait_ready()
