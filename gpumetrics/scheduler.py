@@ -1,23 +1,20 @@
-"""Runs the background jobs in exactly one process per deployment.
+"""Runs each background job in exactly one process of the deployment.
 
-Every gunicorn worker starts a scheduler whose only job, at first, is to try once a
-second to take an exclusive lock. The process that gets it keeps it for its lifetime
-and schedules the real jobs (file tailing, retention). When it dies, however it dies,
-the kernel releases the lock and another worker takes over within about a second.
-The jobs are idempotent anyway: a file's position is stored with its records.
+Every gunicorn worker starts an APScheduler whose first job tries, once a second, to
+take the lock of each job (locks.py). The process that gets a lock runs that job for
+as long as it holds it; when it dies, however it dies, the lock is released and another
+process takes the job over within about a second. Retention has one lock per
+deployment; file tailing one per host, because the files belong to the host that
+writes them. The jobs are idempotent anyway: a file's position is stored with its records.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import logging
 import os
 import socket
-import tempfile
 import time
 from datetime import datetime
-from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
@@ -27,19 +24,10 @@ from config import Settings
 from .db import Database
 from .jobs import retention
 from .jobs.tail import Tailer
+from .locks import AdvisoryLock, FileLock, job_lock
 
 log = logging.getLogger(__name__)
 LEAD_EVERY_SEC = 1.0
-
-
-def lock_path(settings: Settings, db: Database) -> Path:
-    """SCHEDULER_LOCK_PATH, or a file beside the SQLite database, or one per database URL."""
-    if settings.scheduler_lock_path:
-        return Path(settings.scheduler_lock_path)
-    if db.is_sqlite and db.url.database not in (None, "", ":memory:"):
-        return Path(db.url.database).absolute().with_suffix(".jobs.lock")
-    digest = hashlib.sha1(str(db.url).encode()).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"gpumetrics-{digest}.jobs.lock"
 
 
 def tailers(settings: Settings, db: Database) -> list[Tailer]:
@@ -52,68 +40,59 @@ def tailers(settings: Settings, db: Database) -> list[Tailer]:
     return [Tailer(db, path, host) for on, path in enabled if on]
 
 
-def leader_pid(path: Path) -> int | None:
-    """The pid written by the process holding the lock, if any."""
-    try:
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        return None
-    return int(text) if text.isdigit() else None
+def job_locks(settings: Settings, db: Database) -> dict[str, FileLock | AdvisoryLock]:
+    """The lock of every enabled job, by job name."""
+    locks = {}
+    if settings.enable_ws_file or settings.enable_msg_file:
+        locks["tail"] = job_lock(settings, db, f"tail@{socket.gethostname()}")
+    if settings.metrics_retention_hours > 0:
+        locks["retention"] = job_lock(settings, db, "retention")
+    return locks
 
 
 class Jobs:
-    """The scheduler of one process, and the lock that makes it the one that runs jobs."""
+    """One process's scheduler, and the locks that decide which jobs it runs."""
 
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db
         self.tailers = tailers(settings, db)
-        self.lock_path = lock_path(settings, db)
+        self.locks = job_locks(settings, db)
+        self.running: set[str] = set()
         self.scheduler = BackgroundScheduler(daemon=True)
-        self._lock_fd: int | None = None
-
-    @property
-    def wanted(self) -> bool:
-        return bool(self.tailers) or self.settings.metrics_retention_hours > 0
 
     def start(self) -> None:
-        self.scheduler.add_job(
-            self._try_to_lead, "interval", seconds=LEAD_EVERY_SEC, id="lead", next_run_time=datetime.now()
-        )
+        now = datetime.now()
+        self.scheduler.add_job(self._lead, "interval", seconds=LEAD_EVERY_SEC, id="lead", next_run_time=now)
         self.scheduler.start()
 
     def stop(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        for lock in self.locks.values():
+            lock.release()
 
-    def _try_to_lead(self) -> None:
-        if self._lock_fd is not None:
-            return
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
-        log.info("pid %d runs the jobs (lock %s)", os.getpid(), self.lock_path)
-        self.scheduler.remove_job("lead")
-        now = datetime.now()
-        if self.tailers:
-            interval = self.settings.file_poll_interval_sec
-            self.scheduler.add_job(self.tail, "interval", seconds=interval, id="tail", next_run_time=now, coalesce=True)
-        if self.settings.metrics_retention_hours > 0:
-            self.scheduler.add_job(
-                self.retention,
-                "interval",
-                seconds=self.settings.retention_clean_interval_sec,
-                id="retention",
-                next_run_time=now,
-                coalesce=True,
-            )
+    def _lead(self) -> None:
+        """Take the lock of every job not running here; drop a job whose lock was lost."""
+        for name, lock in self.locks.items():
+            if name in self.running:
+                if not lock.still_held():
+                    log.warning("pid %d lost the lock of the %s job; stopping it", os.getpid(), name)
+                    self.scheduler.remove_job(name)
+                    self.running.discard(name)
+                continue
+            if lock.try_acquire():
+                log.info("pid %d runs the %s job", os.getpid(), name)
+                self.running.add(name)
+                self._schedule(name)
+
+    def _schedule(self, name: str) -> None:
+        every = {
+            "tail": self.settings.file_poll_interval_sec,
+            "retention": self.settings.retention_clean_interval_sec,
+        }[name]
+        job = {"tail": self.tail, "retention": self.retention}[name]
+        self.scheduler.add_job(job, "interval", seconds=every, id=name, next_run_time=datetime.now(), coalesce=True)
 
     def tail(self) -> None:
         """Poll every file for about one interval; come back at once while behind."""
@@ -125,7 +104,7 @@ class Jobs:
             except Exception:
                 log.exception("%s: tailing failed; retrying at the next poll", tailer.path)
             behind = behind or tailer.more
-        if behind:
+        if behind and "tail" in self.running:
             self.scheduler.modify_job("tail", next_run_time=datetime.now())
 
     def retention(self) -> None:
@@ -133,10 +112,10 @@ class Jobs:
 
 
 def start_jobs(app: Flask) -> Jobs | None:
-    """Start this process's scheduler (it runs jobs only once it holds the lock)."""
+    """Start this process's scheduler (it runs a job only while it holds its lock)."""
     state = app.extensions["gpumetrics"]
     jobs = Jobs(state["settings"], state["db"])
-    if not jobs.wanted:
+    if not jobs.locks:
         return None
     state["jobs"] = jobs
     jobs.start()

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy import insert as sql_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
@@ -116,6 +117,11 @@ def resolve_gpus(session: Session, batch: Iterable[dict[str, Any]]) -> dict[tupl
             known["name"] = record.get("name") or known["name"]
 
     hosts = {host for host, _, _ in seen}
+    if session.get_bind().dialect.name == "postgresql":
+        # Replicas resolve GPUs concurrently: one writer per host at a time, in a fixed
+        # order so that two batches never wait on each other.
+        for host in sorted(hosts):
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": zlib.crc32(host.encode())})
     rows = [row._asdict() for row in session.execute(select(gpus).where(gpus.c.host.in_(hosts)))]
     ids: dict[tuple, int] = {}
     for (host, index, uuid), new in seen.items():

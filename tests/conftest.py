@@ -50,7 +50,17 @@ def database_url(request, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database: a SQLite file, or a schema of its own on the PostgreSQL server."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'metrics.db'}"
-        return
+    else:
+        yield from fresh_postgres_schema()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """For what only PostgreSQL does: a schema of its own on the server."""
+    yield from fresh_postgres_schema()
+
+
+def fresh_postgres_schema() -> Iterator[str]:
     server = postgres_or_skip()
     schema = f"test_{uuid.uuid4().hex[:16]}"
     admin = create_engine(server)
@@ -95,7 +105,18 @@ class Server:
         self.log = cwd / f"gunicorn-{self.port}.log"
         full_env = {**os.environ, **env, "PORT": str(self.port)}
         with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(GUNICORN, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                GUNICORN, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def worker_pids(self) -> set[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return {int(pid) for pid in children.read_text().split()} if children.exists() else set()
+
+    def kill(self) -> None:
+        """SIGKILL the master and its workers at once, as when its host dies."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -123,6 +144,15 @@ class Server:
 @pytest.fixture
 def gunicorn(tmp_path: Path, database_url: str) -> Iterator:
     """Start real gunicorn masters on the test's database; all are stopped after the test."""
+    yield from servers(tmp_path, database_url)
+
+
+@pytest.fixture
+def gunicorn_on_postgres(tmp_path: Path, postgres_url: str) -> Iterator:
+    yield from servers(tmp_path, postgres_url)
+
+
+def servers(tmp_path: Path, database_url: str) -> Iterator:
     started: list[Server] = []
 
     def start(**env: str) -> Server:

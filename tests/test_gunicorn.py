@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -54,3 +55,20 @@ def test_dockerfile_and_make_serve_run_the_tested_command():
     assert cmd == ["gunicorn", *GUNICORN[3:]]
     makefile = (ROOT / "Makefile").read_text()
     assert "$(BIN)/gunicorn " + " ".join(GUNICORN[3:]) in makefile
+
+
+def test_concurrent_posts_that_introduce_the_same_new_gpus(gunicorn):
+    server = gunicorn(WORKERS="2")
+    bodies = [[record("power", n, gpu=g, host=f"h{g % 3}") for g in range(6)] for n in range(40)]
+
+    def send(body):
+        with requests.Session() as http:
+            return http.post(server.url + "/metrics", json=body, timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(send, bodies))
+    assert statuses == [201] * len(bodies)
+    gpus = requests.get(server.url + "/gpus", timeout=10).json()["gpus"]
+    assert sorted((g["host"], g["gpuIndex"]) for g in gpus) == sorted((f"h{g % 3}", g) for g in range(6))
+    count = requests.get(server.url + "/metrics", params={"aggregate": "count"}, timeout=10).json()["value"]
+    assert count == 240

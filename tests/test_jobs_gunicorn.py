@@ -43,7 +43,8 @@ def test_killing_the_job_runner_mid_backlog_loses_and_doubles_nothing(gunicorn, 
         return requests.get(server.url + "/health", timeout=10).json()["jobs"]["files"][str(path)]
 
     def runner():
-        return requests.get(server.url + "/health", timeout=10).json()["jobs"]["runner"]
+        holder = requests.get(server.url + "/health", timeout=10).json()["jobs"]["runners"]["tail"]
+        return holder and int(holder.split(":")[1])
 
     wait_for(lambda: file_state()["recordsStored"] > 0)
     first = runner()
@@ -58,6 +59,6 @@ def test_killing_the_job_runner_mid_backlog_loses_and_doubles_nothing(gunicorn, 
     assert count["value"] == LINES
 
     log = server.log.read_text()
-    leaders = re.findall(r"pid (\d+) runs the jobs", log)
+    leaders = re.findall(r"pid (\d+) runs the tail job", log)
     assert leaders == [str(first), str(second)], "exactly one runner at a time: the first, then its successor"
     assert len(re.findall(r"Booting worker", log)) == 4, "three workers, and one to replace the killed one"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy.exc import SQLAlchemyError
@@ -11,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .. import __version__, current_db, current_settings
 from ..jobs import retention
 from ..jobs.tail import load_checkpoint
-from ..scheduler import leader_pid, lock_path, tailers
+from ..scheduler import job_locks, tailers
 from ..schemas import Health
 
 blp = Blueprint("health", __name__, url_prefix="/health", description="Liveness and readiness.")
@@ -33,6 +34,14 @@ class HealthCheck(MethodView):
         return {"status": "ok", "database": "ok", "version": __version__, "jobs": _jobs()}
 
 
+def _locks() -> dict:
+    """The job locks, made once per app: a PostgreSQL lock keeps an engine."""
+    state = current_app.extensions["gpumetrics"]
+    if "locks" not in state:
+        state["locks"] = job_locks(state["settings"], state["db"])
+    return state["locks"]
+
+
 def _jobs() -> dict:
     """What the jobs did, read from the database so that every worker can answer."""
     settings, db = current_settings(), current_db()
@@ -49,7 +58,7 @@ def _jobs() -> dict:
             }
         last_retention = retention.last_run(session)
     return {
-        "runner": leader_pid(lock_path(settings, db)),
+        "runners": {name: lock.holder() for name, lock in _locks().items()},
         "files": files,
         "retention": {"retentionHours": settings.metrics_retention_hours, "lastRun": last_retention},
     }
