@@ -52,7 +52,7 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
         else:
-            self.engine = create_engine(url, pool_pre_ping=True)
+            self.engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
         self._read = sessionmaker(self.engine)
         self._write = sessionmaker(self.engine.execution_options(sqlite_immediate=True))
 

@@ -63,7 +63,7 @@ def postgres_url() -> Iterator[str]:
 def fresh_postgres_schema() -> Iterator[str]:
     server = postgres_or_skip()
     schema = f"test_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(server)
+    admin = create_engine(server, pool_pre_ping=True)  # a test may terminate its connection
     with admin.begin() as conn:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
     url = make_url(server).update_query_dict({"options": f"-csearch_path={schema}"})
@@ -157,6 +157,7 @@ def servers(tmp_path: Path, database_url: str) -> Iterator:
 
     def start(**env: str) -> Server:
         env.setdefault("DATABASE_URL", database_url)
+        env.setdefault("METRICS_RETENTION_HOURS", "0")  # the sample records are from 2025: keep them
         server = Server(env, tmp_path)
         started.append(server)
         server.wait_ready()

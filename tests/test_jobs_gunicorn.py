@@ -36,7 +36,6 @@ def test_killing_the_job_runner_mid_backlog_loses_and_doubles_nothing(gunicorn, 
         ENABLE_WS_FILE="true",
         INPUT_WS_PATH=str(path),
         FILE_POLL_INTERVAL_SEC="0.2",
-        METRICS_RETENTION_HOURS="0",  # the records are from 2025: keep them
     )
 
     def file_state():
