@@ -90,8 +90,31 @@ def insert(session: Session, batch: Sequence[dict[str, Any]]) -> tuple[int, int]
             row[slot] = record.get(name)
         rows.append(tuple(row))
     connection = session.connection()
-    stored = connection.exec_driver_sql(_insert_sql(connection.dialect), rows).rowcount
+    if connection.dialect.name == "postgresql":
+        stored = _copy_insert(connection, rows)
+    else:
+        stored = connection.exec_driver_sql(_insert_sql(connection.dialect), rows).rowcount
     return stored, len(rows) - stored
+
+
+def _copy_insert(connection, rows: list[tuple]) -> int:
+    """PostgreSQL: COPY into a session-local staging table, then one INSERT ... SELECT.
+
+    1.5 times the rate of executemany (bench/pg_insert_paths.py), and as idempotent.
+    """
+    columns = ", ".join(_ROW_COLUMNS)
+    with connection.connection.driver_connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS records_staging ON COMMIT DELETE ROWS AS "
+            f"SELECT {columns} FROM records WITH NO DATA"
+        )
+        with cursor.copy(f"COPY records_staging ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(f"INSERT INTO records ({columns}) SELECT {columns} FROM records_staging ON CONFLICT DO NOTHING")
+        stored = cursor.rowcount
+        cursor.execute("TRUNCATE records_staging")  # the same transaction may insert again
+        return stored
 
 
 def gpu_key(record: dict[str, Any]) -> tuple[str, int | None, str | None]:
