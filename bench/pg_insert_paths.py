@@ -21,8 +21,8 @@ import psycopg  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from gpumetrics import store  # noqa: E402
-from gpumetrics.models import gpus  # noqa: E402
 from gpumetrics.db import Database  # noqa: E402
+from gpumetrics.models import gpus  # noqa: E402
 
 COLUMNS = store._ROW_COLUMNS
 
@@ -49,7 +49,8 @@ def copy_staging(conn: psycopg.Connection, batch: list[tuple]) -> int:
     columns = ", ".join(COLUMNS)
     with conn.cursor() as cur:
         cur.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS staging ON COMMIT DELETE ROWS AS SELECT {columns} FROM records WITH NO DATA"
+            "CREATE TEMP TABLE IF NOT EXISTS staging ON COMMIT DELETE ROWS AS "
+            f"SELECT {columns} FROM records WITH NO DATA"
         )
         with cur.copy(f"COPY staging ({columns}) FROM STDIN") as copy:
             for row in batch:
