@@ -139,8 +139,8 @@ SETTINGS: tuple[Setting, ...] = (
         "SCHEDULER_LOCK_PATH",
         "",
         str,
-        "a file path, or empty for one beside the SQLite file",
-        "Lock file that makes exactly one process per host run the jobs.",
+        "a file path, or empty for files beside the SQLite database",
+        "SQLite only: base path of the lock files that let exactly one process run each job.",
     ),
 )
 
