@@ -73,6 +73,10 @@ def _database_url(text: str) -> str:
     return value
 
 
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
 def _text(text: str) -> str:
     if not text.strip():
         raise ValueError
@@ -105,6 +109,27 @@ SETTINGS: tuple[Setting, ...] = (
         _integer(1, 1_000_000),
         "an integer from 1 to 1000000",
         "Most records accepted in one POST; more get 413.",
+    ),
+    Setting(
+        "INGEST_API_KEYS",
+        "",
+        _list,
+        "comma-separated keys",
+        "Keys accepted for POST /metrics (X-API-Key or Authorization: Bearer); empty leaves ingest open.",
+    ),
+    Setting(
+        "READ_API_KEYS",
+        "",
+        _list,
+        "comma-separated keys",
+        "When set, keys required to read records, GPUs and stats; /health then says only up or down.",
+    ),
+    Setting(
+        "CORS_ORIGINS",
+        "",
+        _list,
+        "comma-separated origins such as https://grafana.example",
+        "Browser origins allowed to call the API; empty turns CORS off.",
     ),
     Setting("ENABLE_WS_FILE", "false", _boolean, "true or false", "Tail INPUT_WS_PATH into the database."),
     Setting("ENABLE_MSG_FILE", "false", _boolean, "true or false", "Tail INPUT_MSG_PATH into the database."),

@@ -36,10 +36,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="/static/vendor/swagger-ui/",
-        OPENAPI_REDOC_PATH="/redoc",
-        OPENAPI_REDOC_URL="/static/vendor/redoc/redoc.standalone.js",
     )
     database = Database(settings.database_url)
     database.upgrade()
@@ -47,7 +43,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from . import api, cli
 
-    api.register(app)
+    api.register(app, settings)
     cli.register(app)
     return app
 

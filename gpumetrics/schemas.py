@@ -243,7 +243,9 @@ class StatsResult(Schema):
 
 class Health(Schema):
     status = fields.String(required=True, metadata={"description": "ok, or down."})
-    database = fields.String(required=True, metadata={"description": "ok, or the reason it does not answer."})
+    database = fields.String(
+        metadata={"description": "ok, or the reason it does not answer (only for readers when READ_API_KEYS is set)."}
+    )
     version = fields.String()
     jobs = fields.Dict(metadata={"description": "File tailers and retention, when this process runs the jobs."})
 

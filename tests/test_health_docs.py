@@ -98,3 +98,20 @@ def test_docs_pages_are_served_from_the_service(client):
         html = client.get(page).get_data(as_text=True)
         assert "/static/vendor/" in html
         assert "http://" not in html and "https://" not in html
+
+
+def test_docs_pages_carry_a_strict_content_security_policy(client):
+    for page in ("/docs", "/redoc"):
+        policy = client.get(page).headers["Content-Security-Policy"]
+        assert "default-src 'self'" in policy and "script-src 'self';" in policy
+        assert "http" not in policy
+
+
+@pytest.mark.parametrize(
+    "path", ["/docs", "/openapi.json", "/health", "/metrics", "/nowhere", "/static/docs/redoc.css"]
+)
+def test_every_answer_says_nosniff_and_carries_a_request_id(client, path):
+    answer = client.get(path, headers={"X-Request-ID": "probe-1"})
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    assert answer.headers["X-Request-ID"] == "probe-1"
+    answer.close()

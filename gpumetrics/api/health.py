@@ -10,6 +10,7 @@ from flask_smorest import Blueprint
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import __version__, current_db, current_settings
+from ..auth import key_is_valid
 from ..jobs import retention
 from ..jobs.tail import load_checkpoint
 from ..scheduler import job_locks, tailers
@@ -30,8 +31,18 @@ class HealthCheck(MethodView):
         except SQLAlchemyError as error:
             reason = str(getattr(error, "orig", None) or error).splitlines()[0]
             log.warning("health: database down: %s", reason)
+            if not _may_see_details():
+                return {"status": "down"}, 503
             return {"status": "down", "database": reason, "version": __version__}, 503
+        if not _may_see_details():
+            return {"status": "ok"}
         return {"status": "ok", "database": "ok", "version": __version__, "jobs": _jobs()}
+
+
+def _may_see_details() -> bool:
+    """With READ_API_KEYS set, only a reader learns more than up or down."""
+    keys = current_settings().read_api_keys
+    return not keys or key_is_valid(keys)
 
 
 def _locks() -> dict:

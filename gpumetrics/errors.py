@@ -1,0 +1,72 @@
+"""One error format for every 4xx and 5xx answer, and a request id on every answer.
+
+Every error body is {"code", "status", "message", "errors"?}: `errors` maps a field, a
+query parameter or a record's index to its messages. An unexpected exception is logged
+with its traceback and the request id; the answer carries only the id.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from flask import Flask, g, request
+from flask_smorest import Api
+from marshmallow import Schema, fields
+from sqlalchemy.exc import DBAPIError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+log = logging.getLogger(__name__)
+REQUEST_ID = "X-Request-ID"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class Error(Schema):
+    """The body of every 4xx and 5xx answer."""
+
+    code = fields.Integer(required=True, metadata={"description": "The HTTP status code."})
+    status = fields.String(required=True, metadata={"description": "The HTTP status name."})
+    message = fields.String(required=True, metadata={"description": "What went wrong, for a person."})
+    errors = fields.Dict(
+        metadata={"description": "Messages by field, by query parameter (under `query`), or by record index."}
+    )
+
+
+class ApiWithOneErrorFormat(Api):
+    ERROR_SCHEMA = Error
+
+    def handle_http_exception(self, error: HTTPException):
+        payload, code, headers = super().handle_http_exception(error)
+        payload.setdefault("message", error.description or error.name)
+        if code >= 500:
+            payload["message"] = f"Internal error; quote request id {g.get('request_id', '-')}."
+        return payload, code, headers
+
+
+def register(app: Flask) -> None:
+    @app.before_request
+    def request_id():
+        given = request.headers.get(REQUEST_ID, "")
+        g.request_id = given if _SAFE_ID.match(given) else uuid.uuid4().hex
+
+    @app.after_request
+    def stamp(response):
+        response.headers[REQUEST_ID] = g.get("request_id", "-")
+        return response
+
+    @app.errorhandler(DBAPIError)
+    def database_unavailable(error: DBAPIError):
+        reason = str(error.orig).splitlines()[0] if error.orig else type(error).__name__
+        log.error("request %s: database error: %s", g.get("request_id", "-"), reason)
+        body = {"code": 503, "status": "Service Unavailable", "message": "The database is unavailable; try again."}
+        return body, 503, {"Retry-After": "5"}
+
+    @app.errorhandler(Exception)  # HTTP exceptions have their own, more specific handler
+    def unexpected(error: Exception):
+        log.exception("request %s: unexpected error", g.get("request_id", "-"))
+        return {
+            "code": 500,
+            "status": InternalServerError.name,
+            "message": f"Internal error; quote request id {g.get('request_id', '-')}.",
+        }, 500
