@@ -130,14 +130,33 @@ def machine() -> dict[str, str]:
         "python": platform.python_version(),
         "sqlite": __import__("sqlite3").sqlite_version,
         "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "commit": _git_commit(),
     }
+
+
+def _git_commit() -> str:
+    """The commit of the checkout, and whether the service's code differs from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "gpumetrics", "config.py", "wsgi.py"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}{' + uncommitted changes to the service' if dirty else ''}"
 
 
 def print_machine() -> None:
     facts = machine()
     print(
         f"# {facts['date']} | nproc {facts['nproc']} | {facts['cpu']} | Python {facts['python']} "
-        f"| SQLite {facts['sqlite']} | load avg {facts['load']}",
+        f"| SQLite {facts['sqlite']} | load avg {facts['load']} | commit {facts['commit']}",
         flush=True,
     )
 
@@ -151,3 +170,27 @@ def sqlite_pragmas(conn) -> None:
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA cache_size = -65536")
+
+
+def create_schema(url: str) -> None:
+    """Give the database at `url` the service's schema, the way the service makes it.
+
+    Database.upgrade (the Alembic migrations) where the service has it, else
+    Database.create_schema, else gpumetrics.models.metadata.create_all, so that the
+    service accepts the file as its own when it starts on it.
+    """
+    from gpumetrics.db import Database
+
+    database = Database(url)
+    try:
+        if hasattr(database, "upgrade"):
+            database.upgrade()
+        elif hasattr(database, "create_schema"):
+            database.create_schema()
+        else:
+            from gpumetrics.models import metadata
+
+            with database.engine.begin() as conn:
+                metadata.create_all(conn)
+    finally:
+        database.dispose()
