@@ -14,7 +14,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from .kinds import KINDS
-from .schemas import Lenient, StrictInteger, Timestamp, record_field
+from .schemas import Lenient, StrictInteger, Timestamp, record_field, text_rules
 
 UNKNOWN = "unknown"
 
@@ -107,14 +107,14 @@ class _CrawlerRecord(Lenient):
 def _schema(metric_type: str) -> type[Schema]:
     declared: dict[str, fields.Field] = {
         "timestamp": Timestamp(required=True, metadata={"description": "End of the sampling window, ISO 8601 UTC."}),
-        "hostname": fields.String(required=True, validate=validate.Length(min=1, max=255)),
+        "hostname": fields.String(required=True, validate=text_rules(255, shortest=1)),
         "gpuId": fields.String(
             required=True,
-            validate=validate.Length(min=1, max=255),
+            validate=text_rules(255, shortest=1),
             metadata={"description": 'NVML UUID of the GPU, or "unknown".'},
         ),
         "gpuName": fields.String(
-            validate=validate.Length(max=255), metadata={"description": 'Product name, or "unknown".'}
+            validate=text_rules(255), metadata={"description": 'Product name, or "unknown".'}
         ),
         "gpuIndex": StrictInteger(
             validate=validate.Range(min=0, max=2**31 - 1),

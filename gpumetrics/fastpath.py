@@ -73,8 +73,13 @@ def compile_kind(kind: Kind) -> Acceptor:
                 if required:
                     return None
                 continue
-            if type(value) is not str or (longest is not None and len(value) > longest):
+            if type(value) is not str or (longest is not None and len(value) > longest) or "\x00" in value:
                 return None
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return None
             out[name] = value
         return out
 

@@ -61,8 +61,23 @@ class Timestamp(fields.DateTime):
             raise self.make_error("invalid", input=value, obj_type="datetime") from None
 
 
+def storable(text: str) -> None:
+    """Text both databases store as sent: no NUL (PostgreSQL refuses it), no lone surrogate."""
+    if "\x00" in text:
+        raise ValidationError("NUL characters are not allowed.")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError("Not valid Unicode (a lone surrogate).") from None
+
+
+def text_rules(longest: int, shortest: int = 0) -> list:
+    return [validate.Length(min=shortest or None, max=longest), storable]
+
+
 def _text(description: str) -> fields.String:
-    return fields.String(validate=validate.Length(max=255), metadata={"description": description})
+    return fields.String(validate=text_rules(255), metadata={"description": description})
 
 
 def record_field(field: Field, note: str = "") -> fields.Field:
@@ -70,7 +85,7 @@ def record_field(field: Field, note: str = "") -> fields.Field:
     unit = f" Unit: {field.unit}." if field.unit else ""
     meta = {"description": f"{field.description}{unit} {note}".strip()}
     if field.type == "string":
-        return fields.String(required=field.required, validate=validate.Length(max=field.max_length), metadata=meta)
+        return fields.String(required=field.required, validate=text_rules(field.max_length), metadata=meta)
     bounds = (
         validate.Range(min=field.minimum, max=field.maximum)
         if field.minimum is not None or field.maximum is not None
@@ -262,8 +277,8 @@ class Window(Schema):
     gpuIndex = fields.Integer(
         validate=validate.Range(min=0, max=2**31 - 1), metadata={"description": "Only this GPU index."}
     )
-    host = fields.String(validate=validate.Length(max=255), metadata={"description": "Only this host."})
-    uuid = fields.String(validate=validate.Length(max=255), metadata={"description": "Only the GPU with this UUID."})
+    host = fields.String(validate=text_rules(255), metadata={"description": "Only this host."})
+    uuid = fields.String(validate=text_rules(255), metadata={"description": "Only the GPU with this UUID."})
     start = Timestamp(metadata={"description": "Records at or after this time (ISO 8601; naive means UTC)."})
     end = Timestamp(metadata={"description": "Records at or before this time (ISO 8601; naive means UTC)."})
 
@@ -281,7 +296,7 @@ class MetricsQuery(Window):
         metadata={"description": "By timestamp: asc (oldest first) or desc."},
     )
     cursor = fields.String(
-        validate=validate.Length(max=200), metadata={"description": "The `next` of the previous page."}
+        validate=text_rules(200), metadata={"description": "The `next` of the previous page."}
     )
     aggregate = fields.String(
         validate=validate.OneOf(AGGREGATES),
