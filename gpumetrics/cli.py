@@ -30,8 +30,9 @@ def _import_file(path: Path) -> tuple[int, int, int, list[tuple[int, str]]]:
             end = len(data) if not chunk else data.rfind(b"\n") + 1
             leftover = data[end:]
             decoded = ingest.decode_lines(data[:end], line)
+            prepared = store.prepare(decoded.records)
             with db.writing() as session:
-                new, dup = store.insert(session, decoded.records)
+                new, dup = store.insert(session, prepared)
             line, lines_read = decoded.last, lines_read + decoded.read
             stored, duplicates = stored + new, duplicates + dup
             rejected += decoded.rejected

@@ -113,9 +113,7 @@ def _schema(metric_type: str) -> type[Schema]:
             validate=text_rules(255, shortest=1),
             metadata={"description": 'NVML UUID of the GPU, or "unknown".'},
         ),
-        "gpuName": fields.String(
-            validate=text_rules(255), metadata={"description": 'Product name, or "unknown".'}
-        ),
+        "gpuName": fields.String(validate=text_rules(255), metadata={"description": 'Product name, or "unknown".'}),
         "gpuIndex": StrictInteger(
             validate=validate.Range(min=0, max=2**31 - 1),
             metadata={"description": "NVML index, when the crawler sends it: ties the UUID to the index."},

@@ -295,9 +295,7 @@ class MetricsQuery(Window):
         validate=validate.OneOf(["asc", "desc"]),
         metadata={"description": "By timestamp: asc (oldest first) or desc."},
     )
-    cursor = fields.String(
-        validate=text_rules(200), metadata={"description": "The `next` of the previous page."}
-    )
+    cursor = fields.String(validate=text_rules(200), metadata={"description": "The `next` of the previous page."})
     aggregate = fields.String(
         validate=validate.OneOf(AGGREGATES),
         metadata={"description": "Answer one aggregate over the filtered records instead of records."},

@@ -73,27 +73,57 @@ def _insert_sql(dialect: Dialect) -> str:
     return f"INSERT INTO records ({columns}) VALUES ({markers}) ON CONFLICT DO NOTHING"
 
 
-def insert(session: Session, batch: Sequence[dict[str, Any]]) -> tuple[int, int]:
-    """Store canonical records; returns (stored, duplicates). Idempotent."""
-    if not batch:
-        return 0, 0
-    gpu_ids = resolve_gpus(session, batch)
+@dataclass
+class Prepared:
+    """A batch turned into rows, done before the write transaction so it holds the lock briefly."""
+
+    rows: list[list[Any]]  # slot 0 is filled with the GPU id inside the transaction
+    keys: list[tuple]  # the GPU key of each row
+    gpus: dict[tuple, dict[str, Any]]  # per GPU key: name, first and last timestamp
+
+
+def prepare(batch: Sequence[dict[str, Any]]) -> Prepared:
     empty = [None] * len(_ROW_COLUMNS)
-    rows = []
+    rows, keys = [], []
+    seen: dict[tuple, dict[str, Any]] = {}
     for record in batch:
         row = empty.copy()
-        metric = record["metric"]
-        row[0] = gpu_ids[gpu_key(record)]
-        row[1] = metric
-        row[2] = record["timestamp"]
+        metric, ts = record["metric"], record["timestamp"]
+        row[1], row[2] = metric, ts
         for slot, name in _SLOTS[metric]:
             row[slot] = record.get(name)
-        rows.append(tuple(row))
-    connection = session.connection()
+        rows.append(row)
+        key = (record.get("host") or LOCAL_HOST, record.get("gpuIndex"), record.get("uuid"))
+        keys.append(key)
+        known = seen.get(key)
+        if known is None:
+            seen[key] = {"name": record.get("name"), "first": ts, "last": ts}
+        else:
+            if ts < known["first"]:
+                known["first"] = ts
+            elif ts > known["last"]:
+                known["last"] = ts
+            known["name"] = record.get("name") or known["name"]
+    return Prepared(rows, keys, seen)
+
+
+def insert(session: Session, batch: Sequence[dict[str, Any]] | Prepared) -> tuple[int, int]:
+    """Store canonical records (or a prepared batch); returns (stored, duplicates). Idempotent."""
+    prepared = batch if isinstance(batch, Prepared) else prepare(batch)
+    if not prepared.rows:
+        return 0, 0
+    ids = resolve_gpus(session, prepared.gpus)
+    rows = prepared.rows
+    for row, key in zip(rows, prepared.keys, strict=True):
+        row[0] = ids[key]
+    connection = session.connection()  # begins the transaction (BEGIN IMMEDIATE on SQLite)
     if connection.dialect.name == "postgresql":
         stored = _copy_insert(connection, rows)
     else:
-        stored = connection.exec_driver_sql(_insert_sql(connection.dialect), rows).rowcount
+        cursor = connection.connection.driver_connection.cursor()
+        cursor.executemany(_insert_sql(connection.dialect), rows)
+        stored = cursor.rowcount
+        cursor.close()
     return stored, len(rows) - stored
 
 
@@ -117,34 +147,26 @@ def _copy_insert(connection, rows: list[tuple]) -> int:
         return stored
 
 
-def gpu_key(record: dict[str, Any]) -> tuple[str, int | None, str | None]:
-    """How a record names its GPU: host, and the index, the UUID, or both."""
-    return (record.get("host") or LOCAL_HOST, record.get("gpuIndex"), record.get("uuid"))
+def lock_hosts(session: Session, hosts: Iterable[str]) -> None:
+    """PostgreSQL: one writer of a host's GPUs at a time, across replicas.
+
+    Taken in a fixed order by every writer of the gpus table, so that two transactions
+    never wait on each other (SQLite's single writer needs nothing of the kind).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        for host in sorted(set(hosts)):
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": zlib.crc32(host.encode())})
 
 
-def resolve_gpus(session: Session, batch: Iterable[dict[str, Any]]) -> dict[tuple, int]:
-    """Find or create the GPU of every record; keep its uuid, name and seen-range current.
+def resolve_gpus(session: Session, seen: dict[tuple, dict[str, Any]]) -> dict[tuple, int]:
+    """Find or create the GPU of every key; keep its uuid, name and seen-range current.
 
     A GPU is known by (host, index) when the index is given, else by (host, uuid). A
     record with both ties them: a GPU first seen by UUID alone gets its index, and its
     records move to the GPU of that index if there already is one.
     """
-    seen: dict[tuple, dict[str, Any]] = {}
-    for record in batch:
-        key, ts = gpu_key(record), record["timestamp"]
-        known = seen.get(key)
-        if known is None:
-            seen[key] = {"name": record.get("name"), "first": ts, "last": ts}
-        else:
-            known["first"], known["last"] = min(known["first"], ts), max(known["last"], ts)
-            known["name"] = record.get("name") or known["name"]
-
     hosts = {host for host, _, _ in seen}
-    if session.get_bind().dialect.name == "postgresql":
-        # Replicas resolve GPUs concurrently: one writer per host at a time, in a fixed
-        # order so that two batches never wait on each other.
-        for host in sorted(hosts):
-            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": zlib.crc32(host.encode())})
+    lock_hosts(session, hosts)
     rows = [row._asdict() for row in session.execute(select(gpus).where(gpus.c.host.in_(hosts)))]
     ids: dict[tuple, int] = {}
     for (host, index, uuid), new in seen.items():
@@ -353,65 +375,58 @@ def _gpu_out(row: Any) -> dict[str, Any]:
     return {"gpuIndex": row.gpu_index, "host": row.host or None, "uuid": row.uuid, "name": row.name}
 
 
-_MEASURED_COLUMNS = [name for name, field in COLUMNS.items() if field.measured]
-
-
 def stats(session: Session, filters: Filters) -> list[dict[str, Any]]:
-    """Per GPU and kind: count, first, last, and min/max/avg/last of each field."""
-    conditions = and_(True, *_where(session, filters, list(KINDS)))
-    summary = []
-    for name in _MEASURED_COLUMNS:
-        column = records.c[name]
-        summary += [func.min(column), func.max(column), func.avg(column)]
-    grouped = session.execute(
-        select(
-            records.c.gpu_id, records.c.metric, func.count(), func.min(records.c.ts), func.max(records.c.ts), *summary
-        )
-        .where(conditions)
-        .group_by(records.c.gpu_id, records.c.metric)
-    ).all()
-    if not grouped:
-        return []
-    newest = (
-        select(records.c.gpu_id, records.c.metric, func.max(records.c.ts).label("ts"))
-        .where(conditions)
-        .group_by(records.c.gpu_id, records.c.metric)
-        .subquery()
-    )
-    last_rows: dict[tuple[int, str], Any] = {}
-    for row in session.execute(
-        select(records)
-        .join(
-            newest,
-            and_(records.c.gpu_id == newest.c.gpu_id, records.c.metric == newest.c.metric, records.c.ts == newest.c.ts),
-        )
-        .order_by(records.c.id)
-    ):
-        last_rows[(row.gpu_id, row.metric)] = row  # the highest id wins among equal times
+    """Per GPU and kind: count, first, last, and min/max/avg/last of each field.
 
+    One grouped query per kind, over that kind's own columns: half the work of one
+    query over every column (bench/query.py).
+    """
+    window = _where(session, filters)
     by_gpu: dict[int, dict[str, Any]] = {}
-    for row in grouped:
-        gpu_id, metric, count, first, last = row[:5]
-        triples = zip(*[iter(row[5:])] * 3, strict=True)
-        values = dict(zip(_MEASURED_COLUMNS, triples, strict=True))
-        newest_row = last_rows[(gpu_id, metric)]
-        field_stats = {}
-        for field in KINDS[metric].fields:
-            if not field.measured:
-                continue
-            low, high, mean = values[field.column]
-            field_stats[field.name] = {
-                "min": _plain(low),
-                "max": _plain(high),
-                "avg": None if mean is None else float(mean),  # PostgreSQL averages integers as numeric
-                "last": _plain(getattr(newest_row, field.column)),
-            }
-        by_gpu.setdefault(gpu_id, {})[metric] = {
-            "count": count,
-            "first": times.to_iso(first),
-            "last": times.to_iso(last),
-            "fields": field_stats,
+    for kind in KINDS.values():
+        if filters.metric not in (None, kind.name):
+            continue
+        measured = [field for field in kind.fields if field.measured]
+        columns = [records.c[field.column] for field in measured]
+        conditions = and_(records.c.metric == kind.name, *window)
+        summary = [aggregate(column) for column in columns for aggregate in (func.min, func.max, func.avg)]
+        grouped = session.execute(
+            select(records.c.gpu_id, func.count(), func.min(records.c.ts), func.max(records.c.ts), *summary)
+            .where(conditions)
+            .group_by(records.c.gpu_id)
+        ).all()
+        if not grouped:
+            continue
+        newest = (
+            select(records.c.gpu_id, func.max(records.c.ts).label("ts"))
+            .where(conditions)
+            .group_by(records.c.gpu_id)
+            .subquery()
+        )
+        last_values = {
+            row[0]: row[1:]  # ordered by id: the highest id wins among equal times
+            for row in session.execute(
+                select(records.c.gpu_id, *columns)
+                .join(newest, and_(records.c.gpu_id == newest.c.gpu_id, records.c.ts == newest.c.ts))
+                .where(records.c.metric == kind.name)
+                .order_by(records.c.id)
+            )
         }
+        for gpu_id, count, first, last, *values in grouped:
+            by_gpu.setdefault(gpu_id, {})[kind.name] = {
+                "count": count,
+                "first": times.to_iso(first),
+                "last": times.to_iso(last),
+                "fields": {
+                    field.name: {
+                        "min": _plain(values[3 * i]),
+                        "max": _plain(values[3 * i + 1]),
+                        "avg": None if values[3 * i + 2] is None else float(values[3 * i + 2]),  # PG: numeric
+                        "last": _plain(last_values[gpu_id][i]),
+                    }
+                    for i, field in enumerate(measured)
+                },
+            }
     gpu_rows = session.execute(
         select(gpus).where(gpus.c.id.in_(by_gpu)).order_by(gpus.c.host, gpus.c.gpu_index, gpus.c.id)
     )
@@ -433,7 +448,8 @@ def forget_empty_gpus(session: Session) -> int:
     The oldest record is looked up kind by kind, so each look-up is one index probe.
     """
     gone = 0
-    for gpu_id in session.scalars(select(gpus.c.id)).all():
+    lock_hosts(session, session.scalars(select(gpus.c.host).distinct()).all())
+    for gpu_id in session.scalars(select(gpus.c.id).order_by(gpus.c.id)).all():
         firsts = [
             session.scalar(select(func.min(records.c.ts)).where(records.c.gpu_id == gpu_id, records.c.metric == kind))
             for kind in KINDS

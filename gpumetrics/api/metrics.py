@@ -138,8 +138,9 @@ class Metrics(MethodView):
         checked = ingest.validate(_parse_body())
         stored = duplicates = 0
         if checked.records:
+            prepared = store.prepare(checked.records)
             with current_db().writing() as session:
-                stored, duplicates = store.insert(session, checked.records)
+                stored, duplicates = store.insert(session, prepared)
         result = {"stored": stored, "duplicates": duplicates, "rejected": checked.rejected}
         return result, 422 if checked.rejected else 201
 

@@ -211,8 +211,9 @@ class Tailer:
         lines = ingest.decode_lines(data, checkpoint.line)
         for line, reason in lines.rejected:
             log.warning("%s:%d: rejected: %s", self.path, line, reason)
+        prepared = store.prepare(lines.records)
         with self.db.writing() as session:
-            stored, duplicates = store.insert(session, lines.records)
+            stored, duplicates = store.insert(session, prepared)
             new = replace(
                 checkpoint,
                 position=checkpoint.position + len(data),
