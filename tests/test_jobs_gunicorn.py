@@ -6,24 +6,14 @@ import json
 import os
 import re
 import signal
-import time
 
 import pytest
 import requests
+from conftest import wait_for
 from samples import record
 
 pytestmark = pytest.mark.slow
 LINES = 150_000
-
-
-def wait_for(condition, timeout=120, every=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out")
 
 
 def test_killing_the_job_runner_mid_backlog_loses_and_doubles_nothing(gunicorn, tmp_path):

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import requests
+from conftest import wait_for
 from samples import record
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(condition, timeout=60, every=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out")
 
 
 def test_two_masters_share_the_jobs_and_the_survivor_takes_over(gunicorn_on_postgres, tmp_path):
