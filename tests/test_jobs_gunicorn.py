@@ -29,10 +29,10 @@ def test_killing_the_job_runner_mid_backlog_loses_and_doubles_nothing(gunicorn, 
     )
 
     def file_state():
-        return requests.get(server.url + "/health", timeout=10).json()["jobs"]["files"][str(path)]
+        return requests.get(server.url + "/health", timeout=30).json()["jobs"]["files"][str(path)]
 
     def runner():
-        holder = requests.get(server.url + "/health", timeout=10).json()["jobs"]["runners"]["tail"]
+        holder = requests.get(server.url + "/health", timeout=30).json()["jobs"]["runners"]["tail"]
         return holder and int(holder.split(":")[1])
 
     wait_for(lambda: file_state()["recordsStored"] > 0)
@@ -44,7 +44,7 @@ def test_killing_the_job_runner_mid_backlog_loses_and_doubles_nothing(gunicorn, 
     second = wait_for(lambda: (pid := runner()) != first and pid)
     final = wait_for(lambda: (state := file_state())["linesRead"] == LINES and state)
     assert final == {"linesRead": LINES, "recordsStored": LINES, "duplicates": 0, "linesRejected": 0, "bytesBehind": 0}
-    count = requests.get(server.url + "/metrics", params={"aggregate": "count"}, timeout=10).json()
+    count = requests.get(server.url + "/metrics", params={"aggregate": "count"}, timeout=30).json()
     assert count["value"] == LINES
 
     log = server.log.read_text()

@@ -26,7 +26,7 @@ def test_two_masters_share_the_jobs_and_the_survivor_takes_over(gunicorn_on_post
     masters = [gunicorn_on_postgres(**env), gunicorn_on_postgres(**env)]
 
     def health(server):
-        return requests.get(server.url + "/health", timeout=10).json()["jobs"]
+        return requests.get(server.url + "/health", timeout=30).json()["jobs"]
 
     def holder_of(runners):
         """The master whose worker holds the lock named by `runners`' value."""
@@ -50,5 +50,5 @@ def test_two_masters_share_the_jobs_and_the_survivor_takes_over(gunicorn_on_post
         out.write("".join(json.dumps(record("power", s)) + "\n" for s in range(1000, 1500)))
     state = wait_for(lambda: (f := health(survivor)["files"][str(path)])["linesRead"] == 1500 and f)
     assert state["recordsStored"] == 1500 and state["linesRejected"] == 0
-    count = requests.get(survivor.url + "/metrics", params={"aggregate": "count"}, timeout=10).json()["value"]
+    count = requests.get(survivor.url + "/metrics", params={"aggregate": "count"}, timeout=30).json()["value"]
     assert count == 1500
