@@ -163,6 +163,15 @@ class IngestResult(Schema):
     rejected = fields.List(fields.Nested(Rejection), required=True, metadata={"description": "Invalid records."})
 
 
+class IngestRejected(IngestResult):
+    """The 422 of POST /metrics: the ingest result, in the shape of every error answer too."""
+
+    code = fields.Integer(required=True, metadata={"description": "422."})
+    status = fields.String(required=True)
+    message = fields.String(required=True)
+    errors = fields.Dict(required=True, metadata={"description": "Field errors by the record's index."})
+
+
 def _record_out_fields() -> dict[str, fields.Field]:
     out: dict[str, fields.Field] = {
         "timestamp": fields.String(required=True, metadata={"description": "ISO 8601 UTC, ending in Z."}),

@@ -72,6 +72,9 @@ def test_mixed_batch_stores_the_valid_and_names_the_invalid(client):
     assert set(errors[3]) == {"timestamp", "gpuIndex", "graphicsMHz", "memoryMHz"}
     assert "_schema" in errors[4]
     assert set(errors[5]) == {"pid", "usedMiB"}
+    assert (body["code"], body["status"]) == (422, "Unprocessable Entity")
+    assert body["message"] == "4 records rejected; the valid ones were stored."
+    assert body["errors"] == {str(index): messages for index, messages in errors.items()}
     assert [item["metric"] for item in read_all(client)] == ["memory", "power"]
 
 

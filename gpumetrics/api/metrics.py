@@ -9,7 +9,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
 from .. import crawler, current_db, current_settings, ingest, store
-from ..schemas import RECORD_SCHEMAS, AggregateResult, IngestResult, MetricsPage, MetricsQuery
+from ..schemas import RECORD_SCHEMAS, AggregateResult, IngestRejected, IngestResult, MetricsPage, MetricsQuery
 
 blp = Blueprint("metrics", __name__, url_prefix="/metrics", description="Ingest and read GPU metric records.")
 
@@ -126,7 +126,7 @@ class Metrics(MethodView):
     @blp.response(201, IngestResult, description="Every record was stored or was a duplicate.", example=RESULT_EXAMPLE)
     @blp.alt_response(
         422,
-        schema=IngestResult,
+        schema=IngestRejected,
         description="Some records were invalid and are listed by position; the valid ones were stored.",
         example=REJECTED_EXAMPLE,
     )
@@ -142,7 +142,16 @@ class Metrics(MethodView):
             with current_db().writing() as session:
                 stored, duplicates = store.insert(session, prepared)
         result = {"stored": stored, "duplicates": duplicates, "rejected": checked.rejected}
-        return result, 422 if checked.rejected else 201
+        if not checked.rejected:
+            return result, 201
+        rejected = len(checked.rejected)
+        return {
+            "code": 422,
+            "status": "Unprocessable Entity",
+            "message": f"{rejected} record{'s' * (rejected != 1)} rejected; the valid ones were stored.",
+            "errors": {str(item["index"]): item["errors"] for item in checked.rejected},
+            **result,
+        }, 422
 
     @blp.arguments(MetricsQuery, location="query")
     @blp.response(200, MetricsPage, description="A page of records; with `aggregate`, one AggregateResult.")
