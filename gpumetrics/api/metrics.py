@@ -145,13 +145,16 @@ class Metrics(MethodView):
         if not checked.rejected:
             return result, 201
         rejected = len(checked.rejected)
-        return {
-            "code": 422,
-            "status": "Unprocessable Entity",
-            "message": f"{rejected} record{'s' * (rejected != 1)} rejected; the valid ones were stored.",
-            "errors": {str(item["index"]): item["errors"] for item in checked.rejected},
-            **result,
-        }, 422
+        return json_response(  # not through the 201 schema, which would drop the error fields
+            {
+                "code": 422,
+                "status": "Unprocessable Entity",
+                "message": f"{rejected} record{'s' * (rejected != 1)} rejected; the valid ones were stored.",
+                "errors": {str(item["index"]): item["errors"] for item in checked.rejected},
+                **result,
+            },
+            422,
+        )
 
     @blp.arguments(MetricsQuery, location="query")
     @blp.response(200, MetricsPage, description="A page of records; with `aggregate`, one AggregateResult.")
