@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -22,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -55,6 +57,7 @@ def identity(item: dict) -> Identity:
 
 @dataclass
 class Batch:
+    client: int
     number: int
     records: list[dict]
     failures: list[str] = field(default_factory=list)  # attempts whose fate the client never learned
@@ -87,7 +90,7 @@ class Stream:
     def run(self, client: Client) -> None:
         with requests.Session() as http:
             while not self.stop.is_set():
-                batch = Batch(len(client.batches), make_batch(client.index, len(client.batches)))
+                batch = Batch(client.index, len(client.batches), make_batch(client.index, len(client.batches)))
                 client.batches.append(batch)
                 self.send(http, client, batch)
 
@@ -102,12 +105,12 @@ class Stream:
                 continue
             finally:
                 client.in_flight = False
-            assert response.status_code == 201, f"batch {client.index}/{batch.number}: {response.text}"
+            assert response.status_code == 201, f"batch {batch.client}/{batch.number}: {response.text}"
             batch.answer = response.json()
             batch.acked_at = time.monotonic()
             return
         if not self.aborted.is_set():
-            raise AssertionError(f"batch {client.index}/{batch.number} never acknowledged: {batch.failures[-3:]}")
+            raise AssertionError(f"batch {batch.client}/{batch.number} never acknowledged: {batch.failures[-3:]}")
 
     def wait(self, condition, what: str) -> None:
         while not condition():
@@ -188,9 +191,38 @@ def check_exactly_once(database_url: str, batches: list[Batch]) -> None:
     doubled = {key: n for key, n in counts.items() if n != 1}
     assert not doubled, f"records stored more than once: {list(doubled.items())[:5]}"
     assert total == sum(counts.values()) and orphans == 0
-    missing = [(b.number, identity(r)) for b in batches for r in b.records if identity(r) not in counts]
-    assert not missing, f"{len(missing)} acknowledged records lost, e.g. {missing[:3]}"
-    assert gpus == [("", n, None) for n in range(CLIENTS)], "one GPU per client, never created twice"
+    missing = [(b.client, b.number, identity(r)) for b in batches for r in b.records if identity(r) not in counts]
+    assert not missing, f"{len(missing)} acknowledged records lost (client, batch, record), e.g. {missing[:3]}"
+    clients = sorted({b.client for b in batches})
+    assert gpus == [("", n, None) for n in clients], "one GPU per client, never created twice"
+
+
+class HalfUpload:
+    """A POST whose body stops halfway: a worker holds it in its handler, waiting for the rest."""
+
+    def __init__(self, url: str, batch: Batch) -> None:
+        address = urlsplit(url)
+        body = json.dumps(batch.records).encode()
+        head = (
+            f"POST /metrics HTTP/1.1\r\nHost: {address.hostname}:{address.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        self.sock = socket.create_connection((address.hostname, address.port), timeout=10)
+        self.sock.sendall(head.encode() + body[: len(body) // 2])
+        self.sent_at = time.monotonic()
+
+    def fate(self) -> str:
+        """What the client sees once the service died: 'cut off', or what it got instead."""
+        try:
+            answer = self.sock.recv(65536)
+        except ConnectionResetError:
+            return "cut off"
+        except TimeoutError:
+            return "no answer and still open"
+        return "cut off" if answer == b"" else f"an answer: {answer[:200]!r}"
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def crash_image(database: Path, into: Path) -> str:
@@ -225,9 +257,14 @@ def test_sigkill_mid_stream_loses_and_doubles_no_acknowledged_record(gunicorn, d
     sqlite = url.get_backend_name() == "sqlite"
     first = gunicorn()
     stream = Stream(first.url)
+    # One more client, whose only batch is halfway up when the service dies: a POST surely in flight.
+    halfway = Batch(CLIENTS, 0, make_batch(CLIENTS, 0))
+    upload = None
     try:
         stream.wait(lambda: stream.acks_each(ACKS_BEFORE_KILL), "the first acknowledgements")
-        stream.wait(stream.all_in_flight, "every client to have a POST in flight")
+        upload = HalfUpload(first.url, halfway)
+        # Time for a worker to take the upload in; then the moment every client waits on an answer.
+        stream.wait(lambda: time.monotonic() - upload.sent_at > 0.3 and stream.all_in_flight(), "POSTs in flight")
         workers = first.worker_pids()
         assert len(workers) == 2
         if victims == "master and workers":
@@ -238,6 +275,8 @@ def test_sigkill_mid_stream_loses_and_doubles_no_acknowledged_record(gunicorn, d
         killed_at = time.monotonic()
         wait_dead(workers)
         acked_before_kill = [b for c in stream.clients for b in c.acked(before=time.monotonic())]
+        halfway.failures.append(upload.fate())
+        assert halfway.failures == ["cut off"], "the upload must die with the worker that held it"
 
         if victims == "master and workers":
             # Nothing of the service runs: what the crash left must already hold every acknowledged batch.
@@ -256,19 +295,27 @@ def test_sigkill_mid_stream_loses_and_doubles_no_acknowledged_record(gunicorn, d
     except BaseException:
         stream.finish(abort=True)
         raise
+    finally:
+        if upload is not None:
+            upload.close()
     stream.finish()
 
-    batches = stream.batches()
-    failures = Counter(failure.split(":")[0] for b in batches for failure in b.failures)
-    assert failures["cut off"] >= 1, f"the kill must cut POSTs in flight: {dict(failures)}"
+    # The crawler resends the batch whose upload was cut off: half a body stored nothing.
+    with requests.Session() as http:
+        response = http.post(second.url + "/metrics", json=halfway.records, timeout=15)
+    assert (response.status_code, response.json()) == (201, {"stored": BATCH, "duplicates": 0, "rejected": []})
+    halfway.answer, halfway.acked_at = response.json(), time.monotonic()
+
+    batches = [*stream.batches(), halfway]
+    failures = Counter(failure.split(":")[0] for b in stream.batches() for failure in b.failures)
     assert len(acked_before_kill) >= CLIENTS * ACKS_BEFORE_KILL
     assert all(b.acked_at is not None for b in batches)
     for batch in batches:
         answer = (batch.answer["stored"], batch.answer["duplicates"], batch.answer["rejected"])
         if batch.failures:  # resent: the lost attempt stored all of it or none of it
-            assert answer in ((BATCH, 0, []), (0, BATCH, [])), f"batch {batch.number}: {answer}"
+            assert answer in ((BATCH, 0, []), (0, BATCH, [])), f"batch {batch.client}/{batch.number}: {answer}"
         else:
-            assert answer == (BATCH, 0, []), f"batch {batch.number}: {answer}"
+            assert answer == (BATCH, 0, []), f"batch {batch.client}/{batch.number}: {answer}"
 
     # A crawler that replays its spool after a restart: batches acknowledged before the kill are duplicates.
     replayed = [max(c.acked(before=killed_at), key=lambda b: b.number) for c in stream.clients]
