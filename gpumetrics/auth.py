@@ -57,7 +57,8 @@ def register(app: Flask, settings: Settings) -> None:
 
     @app.before_request
     def require_keys():
-        endpoint = (request.method, request.endpoint)
+        method = "GET" if request.method == "HEAD" else request.method  # HEAD runs the GET view
+        endpoint = (method, request.endpoint)
         if endpoint in INGEST_ENDPOINTS and settings.ingest_api_keys and not key_is_valid(settings.ingest_api_keys):
             _deny()
         if endpoint in READ_ENDPOINTS and settings.read_api_keys and not key_is_valid(settings.read_api_keys):

@@ -14,8 +14,8 @@ import uuid
 from flask import Flask, g, request
 from flask_smorest import Api
 from marshmallow import Schema, fields
-from sqlalchemy.exc import DBAPIError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 REQUEST_ID = "X-Request-ID"
@@ -39,6 +39,8 @@ class ApiWithOneErrorFormat(Api):
     def handle_http_exception(self, error: HTTPException):
         payload, code, headers = super().handle_http_exception(error)
         payload.setdefault("message", error.description or error.name)
+        # Keep what the exception says about itself, such as a 405's Allow.
+        headers = {**{k: v for k, v in error.get_headers() if k.lower() != "content-type"}, **(headers or {})}
         if code >= 500:
             payload["message"] = f"Internal error; quote request id {g.get('request_id', '-')}."
         return payload, code, headers
@@ -55,7 +57,10 @@ def register(app: Flask) -> None:
         response.headers[REQUEST_ID] = g.get("request_id", "-")
         return response
 
-    @app.errorhandler(DBAPIError)
+    # Only a lost or refused connection (or SQLite's lock timeout) means "try again";
+    # any other database error is a bug, answered as one by `unexpected`.
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
     def database_unavailable(error: DBAPIError):
         reason = str(error.orig).splitlines()[0] if error.orig else type(error).__name__
         log.error("request %s: database error: %s", g.get("request_id", "-"), reason)
@@ -67,6 +72,6 @@ def register(app: Flask) -> None:
         log.exception("request %s: unexpected error", g.get("request_id", "-"))
         return {
             "code": 500,
-            "status": InternalServerError.name,
+            "status": "Internal Server Error",
             "message": f"Internal error; quote request id {g.get('request_id', '-')}.",
         }, 500

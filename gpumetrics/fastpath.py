@@ -42,9 +42,7 @@ def _number(value: Any, integer: bool) -> Any:
 
 
 def compile_kind(kind: Kind) -> Acceptor:
-    numbers = [
-        (f.name, f.required, f.type == "integer", f.minimum, f.maximum) for f in kind.fields if f.type != "string"
-    ]
+    numbers = [(f.name, f.required, f.type == "integer", f.low, f.high) for f in kind.fields if f.type != "string"]
     texts = [(f.name, f.required, f.max_length) for f in kind.fields if f.type == "string"]
     texts += [(name, False, IDENTITY_TEXT_MAX) for name in IDENTITY_TEXT]
     metric = kind.name
@@ -64,7 +62,7 @@ def compile_kind(kind: Kind) -> Acceptor:
                     return None
                 continue
             value = _number(value, integer)
-            if value is _MISSING or (low is not None and value < low) or (high is not None and value > high):
+            if value is _MISSING or value < low or value > high:
                 return None
             out[name] = value
         for name, required, longest in texts:

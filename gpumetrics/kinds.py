@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# No GPU reading comes near it; it keeps sums and averages finite on both databases.
+MAGNITUDE = 1e15
+
 
 @dataclass(frozen=True)
 class Field:
@@ -24,6 +27,15 @@ class Field:
     required: bool = True
     max_length: int | None = None
     identifies: bool = False  # part of the record's identity (pid): not a measurement
+
+    @property
+    def low(self) -> float:
+        """The smallest value accepted: the field's own bound, or -MAGNITUDE."""
+        return -MAGNITUDE if self.minimum is None else self.minimum
+
+    @property
+    def high(self) -> float:
+        return MAGNITUDE if self.maximum is None else self.maximum
 
     @property
     def measured(self) -> bool:

@@ -86,11 +86,7 @@ def record_field(field: Field, note: str = "") -> fields.Field:
     meta = {"description": f"{field.description}{unit} {note}".strip()}
     if field.type == "string":
         return fields.String(required=field.required, validate=text_rules(field.max_length), metadata=meta)
-    bounds = (
-        validate.Range(min=field.minimum, max=field.maximum)
-        if field.minimum is not None or field.maximum is not None
-        else None
-    )
+    bounds = validate.Range(min=field.low, max=field.high)
     cls = StrictInteger if field.type == "integer" else StrictNumber
     return cls(required=field.required, validate=bounds, metadata=meta)
 

@@ -168,7 +168,7 @@ def resolve_gpus(session: Session, seen: dict[tuple, dict[str, Any]]) -> dict[tu
     hosts = {host for host, _, _ in seen}
     lock_hosts(session, hosts)
     rows = [row._asdict() for row in session.execute(select(gpus).where(gpus.c.host.in_(hosts)))]
-    ids: dict[tuple, int] = {}
+    resolved: dict[tuple, dict[str, Any]] = {}
     for (host, index, uuid), new in seen.items():
         gpu = _match(session, rows, host, index, uuid)
         if gpu is None:
@@ -186,7 +186,12 @@ def resolve_gpus(session: Session, seen: dict[tuple, dict[str, Any]]) -> dict[tu
             if new["last"] > gpu["last_seen"]:
                 changes["last_seen"] = new["last"]
             _update_gpu(session, gpu, changes)
-        ids[(host, index, uuid)] = gpu["id"]
+        resolved[(host, index, uuid)] = gpu
+    ids = {}
+    for key, gpu in resolved.items():
+        while "merged_into" in gpu:
+            gpu = gpu["merged_into"]
+        ids[key] = gpu["id"]
     return ids
 
 
@@ -232,6 +237,7 @@ def _merge(session: Session, rows: list[dict[str, Any]], into: dict[str, Any], o
     session.execute(update(records).where(records.c.gpu_id == other["id"]).values(gpu_id=into["id"]))
     session.execute(delete(gpus).where(gpus.c.id == other["id"]))
     rows.remove(other)
+    other["merged_into"] = into  # keys of this batch resolved to `other` now mean `into`
     _update_gpu(
         session,
         into,
@@ -309,6 +315,8 @@ def _parse_cursor(cursor: str, order: str) -> tuple[int, int]:
         position = int(ts), int(row_id)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise BadCursor("Not a cursor this service handed out.") from None
+    if not all(-(2**63) <= number < 2**63 for number in position):
+        raise BadCursor("Not a cursor this service handed out.")
     if made_for != order:
         raise BadCursor(f"This cursor continues order={made_for}.")
     return position
@@ -354,6 +362,8 @@ def aggregate(session: Session, filters: Filters, function: str, field: str | No
     column = records.c[FIELD_COLUMN[field]]
     conditions = _where(session, filters, FIELD_KINDS[field])
     sql_function = {"avg": func.avg, "min": func.min, "max": func.max, "sum": func.sum, "count": func.count}[function]
+    if function == "sum" and session.get_bind().dialect.name == "sqlite":
+        sql_function = func.total  # a float sum: SQLite's integer sum() raises on overflow
     value, count = session.execute(
         select(sql_function(column), func.count(column)).where(and_(True, *conditions))
     ).one()

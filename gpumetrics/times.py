@@ -15,12 +15,14 @@ _MICRO = timedelta(microseconds=1)
 
 def parse_iso(text: str) -> int:
     """ISO 8601 text to epoch microseconds; naive means UTC. Raises ValueError."""
-    if not isinstance(text, str) or not 10 <= len(text) <= 64:
+    # fromisoformat stops reading at a NUL, so text with one would pass for its prefix.
+    if not isinstance(text, str) or not 10 <= len(text) <= 64 or "\x00" in text:
         raise ValueError("Not a valid ISO 8601 datetime.")
     try:
         moment = datetime.fromisoformat(text)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
+        moment = moment.astimezone(UTC)  # out of range (year 0 or 10000) in UTC: an error here
         return (moment - _EPOCH) // _MICRO
     except (ValueError, OverflowError):
         raise ValueError("Not a valid ISO 8601 datetime.") from None
