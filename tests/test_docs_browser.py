@@ -549,7 +549,7 @@ def test_the_checks_fail_when_the_assets_do_not_load(gunicorn, tmp_path):
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(BREAK_ASSETS)
     broken = {
-        "/static/vendor/swagger-ui/swagger-ui": "https://cdn.jsdelivr.net/npm/swagger-ui-dist/swagger-ui",
+        "/static/vendor/swagger-ui/swagger-ui": "https://cdn.example.net/swagger-ui-dist/swagger-ui",
         "/static/vendor/redoc/redoc.standalone.js": "/static/vendor/redoc/missing.js",
     }
     pythonpath = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
