@@ -57,8 +57,9 @@ class BadCursor(ValueError):
 # ---- writing ---------------------------------------------------------------------
 
 
-# The hot path: one executemany of plain tuples, columns in this order. SQLAlchemy's
-# per-row parameter processing would cost more than SQLite's own insert.
+# The hot path: plain rows in this column order, handed to the driver in one
+# executemany (SQLite) or COPY (PostgreSQL). SQLAlchemy's per-row parameter
+# processing would cost more than SQLite's own insert.
 _ROW_COLUMNS = ("gpu_id", "metric", "ts", *COLUMNS)
 _SLOTS = {
     name: [(_ROW_COLUMNS.index(field.column), field.name) for field in kind.fields] for name, kind in KINDS.items()
@@ -83,6 +84,7 @@ class Prepared:
 
 
 def prepare(batch: Sequence[dict[str, Any]]) -> Prepared:
+    """Rows and per-GPU time ranges of canonical records; needs no database."""
     empty = [None] * len(_ROW_COLUMNS)
     rows, keys = [], []
     seen: dict[tuple, dict[str, Any]] = {}
