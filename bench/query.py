@@ -36,7 +36,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import ROOT, Server, create_schema, get_json, median, print_machine
+from _common import ROOT, Server, admin_dsn, create_schema, get_json, median, print_machine
 
 import config
 from gpumetrics import times
@@ -190,9 +190,32 @@ def url(path: str, **params) -> str:
     return f"{path}?{urllib.parse.urlencode(params)}" if params else path
 
 
-def check_answers(conn, db: Path, data: dict, hour_start: int, first: int, last: int, queries: dict) -> None:
-    """Compare each answer with sqlite3 over the same rows; raise on any difference."""
-    direct = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+class Direct:
+    """The database itself, bypassing the service: sqlite3 (read-only) or psycopg. `?` placeholders."""
+
+    def __init__(self, database_url: str) -> None:
+        self.postgres = not database_url.startswith("sqlite")
+        if self.postgres:
+            import psycopg
+
+            self.conn = psycopg.connect(admin_dsn(database_url), autocommit=True)
+        else:
+            self.conn = sqlite3.connect(f"file:{database_url.split('///', 1)[1]}?mode=ro", uri=True)
+            self.conn.execute("PRAGMA cache_size = -65536")
+
+    def execute(self, sql: str, parameters=()):
+        if self.postgres and isinstance(parameters, tuple | list):
+            sql = sql.replace("?", "%s")
+        return self.conn.execute(sql, parameters)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def check_answers(conn, database_url: str, data: dict, hour_start: int, first: int, last: int, queries: dict) -> None:
+    """Compare each answer with the database itself over the same rows; raise on any difference."""
+    direct = Direct(database_url)
+    who = "PostgreSQL" if direct.postgres else "sqlite3"
 
     def direct_avg(start: int, end: int) -> tuple[float, int]:
         return direct.execute(
@@ -203,7 +226,7 @@ def check_answers(conn, db: Path, data: dict, hour_start: int, first: int, last:
         ).fetchone()
 
     seconds = data["seconds"]
-    print("checking the answers against sqlite3 ...", flush=True)
+    print(f"checking the answers against {who} ...", flush=True)
     hour = (last - hour_start) // 1_000_000 + 1  # 3,600 unless the data is shorter
     for key, start, expected_count in (("avg 1 h", hour_start, hour), ("avg all", first, seconds)):
         answer = get_json(conn, queries[key].path)
@@ -211,7 +234,7 @@ def check_answers(conn, db: Path, data: dict, hour_start: int, first: int, last:
         assert count == expected_count, (key, count)
         assert answer["count"] == count, (key, answer, count)
         assert math.isclose(answer["value"], value, rel_tol=1e-9), (key, answer, value)
-        print(f"  {key}: avg gpuPercent {answer['value']:.6f} over {count:,} records = sqlite3 {value:.6f}")
+        print(f"  {key}: avg gpuPercent {answer['value']:.6f} over {count:,} records = {who} {value:.6f}")
 
     stats = get_json(conn, queries["stats 1 h"].path)["gpus"]
     assert [gpu["gpuIndex"] for gpu in stats] == [3], stats
@@ -222,7 +245,7 @@ def check_answers(conn, db: Path, data: dict, hour_start: int, first: int, last:
     stats_avg = metrics["utilization"]["fields"]["gpuPercent"]["avg"]
     assert math.isclose(stats_avg, hour_avg, rel_tol=1e-9), (stats_avg, hour_avg)
     assert metrics["utilization"]["fields"]["gpuPercent"]["last"] == utilization(seconds - 1, 3)[0]
-    print(f"  stats 1 h: 6 kinds x {hour:,} records, gpuPercent avg {stats_avg:.6f} = sqlite3, last value right")
+    print(f"  stats 1 h: 6 kinds x {hour:,} records, gpuPercent avg {stats_avg:.6f} = {who}, last value right")
 
     page = get_json(conn, queries["page"].path)
     items = page["items"]
@@ -241,20 +264,20 @@ def check_answers(conn, db: Path, data: dict, hour_start: int, first: int, last:
     direct.close()
 
 
-def explain(db: Path, query: Query) -> None:
+def explain(database_url: str, query: Query) -> None:
     """Run the query in-process, capture the SQL the service sent; time and EXPLAIN each statement."""
     from sqlalchemy import event
 
     from gpumetrics import create_app
 
-    settings = config.load({"DATABASE_URL": f"sqlite:///{db}", "METRICS_RETENTION_HOURS": "0", "LOG_LEVEL": "WARNING"})
+    settings = config.load({"DATABASE_URL": database_url, "METRICS_RETENTION_HOURS": "0", "LOG_LEVEL": "WARNING"})
     app = create_app(settings)
     database = app.extensions["gpumetrics"]["db"]
-    sent: list[tuple[str, tuple]] = []
+    sent: list[tuple[str, object]] = []
 
     def capture(_conn, _cursor, statement, parameters, _context, _executemany):
-        if not statement.lstrip().upper().startswith(("BEGIN", "PRAGMA", "COMMIT", "ROLLBACK")):
-            sent.append((statement, tuple(parameters or ())))
+        if not statement.lstrip().upper().startswith(("BEGIN", "PRAGMA", "COMMIT", "ROLLBACK", "SELECT 1")):
+            sent.append((statement, parameters if isinstance(parameters, dict) else tuple(parameters or ())))
 
     event.listen(database.engine, "before_cursor_execute", capture)
     started = time.perf_counter()
@@ -264,21 +287,116 @@ def explain(db: Path, query: Query) -> None:
     database.dispose()
     print(f"\n### {query.name}: GET {query.path}")
     print(f"in-process: {took * 1000:.1f} ms, status {answer.status_code}; {len(sent)} statements:")
-    direct = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    direct.execute("PRAGMA cache_size = -65536")
+    direct = Direct(database_url)
     for statement, parameters in sent:
         spent = []
         for _ in range(3):
             began = time.perf_counter()
             direct.execute(statement, parameters).fetchall()
             spent.append(time.perf_counter() - began)
-        print(f"\n  -- {min(spent) * 1000:.1f} ms (best of 3, sqlite3), parameters {parameters}")
+        who = "PostgreSQL" if direct.postgres else "sqlite3"
+        print(f"\n  -- {min(spent) * 1000:.1f} ms (best of 3, {who}), parameters {parameters}")
         print("  " + " ".join(statement.split()))
+        if direct.postgres:
+            for (line,) in direct.execute(f"EXPLAIN (ANALYZE, BUFFERS) {statement}", parameters).fetchall():
+                print(f"    plan: {line}")
+            continue
         depth = {0: 0}
         for node, parent, _, detail in direct.execute(f"EXPLAIN QUERY PLAN {statement}", parameters):
             depth[node] = depth.get(parent, 0) + 1
             print(f"    plan: {'  ' * depth[node]}{detail}")
     direct.close()
+
+
+# ---- PostgreSQL data ----------------------------------------------------------------------
+
+
+def _copy_line(row: tuple) -> str:
+    return "\t".join("\\N" if value is None else str(value) for value in row)
+
+
+def ensure_postgres(server_url: str, name: str, records: int, rebuild: bool) -> tuple[dict, str]:
+    """The same rows in a PostgreSQL database `name` on the server of `server_url` (COPY).
+
+    Reused when it holds exactly what would be built (a bench_build table records it).
+    Returns (what was built, the database's SQLAlchemy URL).
+    """
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    seconds = math.ceil(records / (GPUS * len(KIND_ORDER)))
+    wanted = {"format": FORMAT, "seconds": seconds, "gpus": GPUS, "base_us": BASE_US}
+    database_url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    admin = admin_dsn(server_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+    if exists and not rebuild:
+        try:
+            with psycopg.connect(admin_dsn(database_url)) as conn:
+                have = conn.execute("SELECT built FROM bench_build").fetchone()
+            if have and json.loads(have[0]) == wanted:
+                print(f"reusing PostgreSQL database {name} ({seconds * GPUS * len(KIND_ORDER):,} records)")
+                return wanted, database_url
+        except psycopg.Error:
+            pass
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    total = seconds * GPUS * len(KIND_ORDER)
+    print(f"building PostgreSQL database {name}: {total:,} records (COPY) ...", flush=True)
+    began = time.perf_counter()
+    create_schema(database_url)  # as the service makes it (migrations)
+    with psycopg.connect(admin_dsn(database_url)) as conn:
+        conn.execute("SET maintenance_work_mem = '512MB'")
+        indexes = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'records' AND indexname <> 'pk_records'"
+        ).fetchall()
+        for index, _ in indexes:
+            conn.execute(f'DROP INDEX "{index}"')
+        last = BASE_US + (seconds - 1) * 1_000_000
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO gpus (id, host, gpu_index, uuid, name, first_seen, last_seen) "
+                "VALUES (%s, '', %s, %s, %s, %s, %s)",
+                [(g + 1, g, f"GPU-bench-{g:04d}", "NVIDIA A100-SXM4-40GB", BASE_US, last) for g in range(GPUS)],
+            )
+        conn.execute("SELECT setval(pg_get_serial_sequence('gpus', 'id'), %s)", (GPUS,))
+        conn.commit()
+        columns = ", ".join(RECORD_COLUMNS)
+        rows = generate(seconds)
+        done = 0
+        loading = time.perf_counter()
+        while done < total:
+            part = [_copy_line(row) for _, row in zip(range(500_000), rows, strict=False)]
+            with conn.cursor() as cur, cur.copy(f"COPY records ({columns}) FROM STDIN") as copy:
+                copy.write("\n".join(part) + "\n")
+            conn.commit()
+            done += len(part)
+            if done % 2_000_000 < 500_000 or done == total:
+                rate = done / (time.perf_counter() - loading)
+                print(f"  {done:>12,} / {total:,} records ({rate:,.0f}/s)", flush=True)
+        for index, ddl in indexes:
+            step = time.perf_counter()
+            conn.execute(ddl)
+            conn.commit()
+            print(f"  index {index}: {time.perf_counter() - step:.1f} s", flush=True)
+        conn.execute("CREATE TABLE bench_build (built text NOT NULL)")
+        conn.execute("INSERT INTO bench_build VALUES (%s)", (json.dumps(wanted),))
+        conn.commit()
+        conn.autocommit = True
+        step = time.perf_counter()
+        conn.execute("VACUUM ANALYZE")
+        print(f"  VACUUM ANALYZE: {time.perf_counter() - step:.1f} s", flush=True)
+        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 2**30
+    print(f"  built in {time.perf_counter() - began:.0f} s, {size:.2f} GiB", flush=True)
+    return wanted, database_url
+
+
+def drop_postgres(server_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_dsn(server_url), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 # ---- main ---------------------------------------------------------------------------------
@@ -293,10 +411,34 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn WORKERS (default 2)")
     parser.add_argument("--explain-all", action="store_true", help="print plans of every query, not just slow ones")
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server URL: the same rows are COPYed into a database of ours there (see --pg-database)",
+    )
+    parser.add_argument(
+        "--pg-database", default="gpumetrics_bench_query", help="its name (default gpumetrics_bench_query)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="PostgreSQL: keep the database for the next run (default: drop it)"
+    )
     args = parser.parse_args()
 
     print_machine()
-    data = ensure_data(args.data.resolve(), args.records, args.rebuild)
+    postgres = args.database_url is not None and not args.database_url.startswith("sqlite")
+    if postgres:
+        data, database_url = ensure_postgres(args.database_url, args.pg_database, args.records, args.rebuild)
+    else:
+        data = ensure_data(args.data.resolve(), args.records, args.rebuild)
+        database_url = f"sqlite:///{args.data.resolve()}"
+    try:
+        run(args, data, database_url)
+    finally:
+        if postgres and not args.keep:
+            drop_postgres(args.database_url, args.pg_database)
+            print(f"dropped PostgreSQL database {args.pg_database}")
+
+
+def run(args, data: dict, database_url: str) -> None:
     seconds = data["seconds"]
     first = BASE_US
     last = BASE_US + (seconds - 1) * 1_000_000
@@ -317,16 +459,16 @@ def main() -> None:
 
     log_dir = Path(tempfile.mkdtemp(prefix="gpumetrics-query-"))
     env = {
-        "DATABASE_URL": f"sqlite:///{args.data.resolve()}",
+        "DATABASE_URL": database_url,
         "WORKERS": str(args.workers),
         "METRICS_RETENTION_HOURS": "0",  # the data is old on purpose: keep it
         "ENABLE_WS_FILE": "false",
         "ENABLE_MSG_FILE": "false",
     }
-    print(f"service: gunicorn WORKERS={args.workers} on {args.data} ...", flush=True)
+    print(f"service: gunicorn WORKERS={args.workers} on {database_url.split('@')[-1]} ...", flush=True)
     with Server(env, log_dir) as server:
         conn = server.connection()
-        check_answers(conn, args.data.resolve(), data, hour_start, first, last, queries)
+        check_answers(conn, database_url, data, hour_start, first, last, queries)
         print(f"timing: {args.warmup} warm-up + {args.repeat} timed rounds, round-robin ...", flush=True)
         for round_number in range(args.warmup + args.repeat):
             for query in queries.values():
@@ -358,7 +500,7 @@ def main() -> None:
     print(f"  (/health spread: stdev {spread:.0%} of its median)")
     for query in queries.values() if args.explain_all else slow:
         if query.target_ms is not None:
-            explain(args.data.resolve(), query)
+            explain(database_url, query)
     shutil.rmtree(log_dir, ignore_errors=True)
 
 
