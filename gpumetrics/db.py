@@ -8,6 +8,9 @@ PostgreSQL connections are pinged before use so a restarted server is survived.
 
 from __future__ import annotations
 
+import fcntl
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +44,11 @@ def _sqlite_begin(conn) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def _close_all(handles: list) -> None:
+    while handles:
+        handles.pop().close()
+
+
 class Database:
     """The engine and session factories of one app (or one job process)."""
 
@@ -53,6 +61,11 @@ class Database:
             event.listen(self.engine, "begin", _sqlite_begin)
         else:
             self.engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+        file = self.url.database if self.is_sqlite else None
+        self._write_lock_path = f"{file}.write.lock" if file and file != ":memory:" else None
+        self._handles = threading.local()
+        self._open_handles: list = []  # every thread's, closed by dispose() or with this object
+        weakref.finalize(self, _close_all, self._open_handles)
         self._read = sessionmaker(self.engine)
         self._write = sessionmaker(self.engine.execution_options(sqlite_immediate=True))
 
@@ -64,9 +77,29 @@ class Database:
 
     @contextmanager
     def writing(self) -> Iterator[Session]:
-        """A session whose transaction commits on success and rolls back on error."""
-        with self._write() as session, session.begin():
+        """A session whose transaction commits on success and rolls back on error.
+
+        On SQLite, writers first queue on a file lock: the kernel hands it over the
+        moment it is free, whereas SQLite's busy handler sleeps up to 100 ms between
+        tries and can keep missing the short gaps a busy writer (the tailer) leaves.
+        """
+        with self._write_turn(), self._write() as session, session.begin():
             yield session
+
+    @contextmanager
+    def _write_turn(self) -> Iterator[None]:
+        if self._write_lock_path is None:
+            yield
+            return
+        handle = getattr(self._handles, "write_lock", None)
+        if handle is None:  # one open file per thread, so that the lock excludes threads too
+            handle = self._handles.write_lock = open(self._write_lock_path, "a+b")  # noqa: SIM115
+            self._open_handles.append(handle)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
     def upgrade(self, revision: str = "head") -> None:
         """Bring the schema up to date with the Alembic migrations.
@@ -93,3 +126,5 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        _close_all(self._open_handles)
+        self._handles = threading.local()

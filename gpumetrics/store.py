@@ -450,25 +450,41 @@ def stats(session: Session, filters: Filters) -> list[dict[str, Any]]:
 
 def purge(session: Session, older_than: int, batch: int) -> int:
     """Delete up to `batch` records older than `older_than`; returns how many went."""
+    if session.get_bind().dialect.name == "postgresql":
+        # PostgreSQL plans `id IN (subquery)` as a scan of the whole table, each batch;
+        # `id = ANY(ARRAY(subquery))` walks the ts index (26 times faster, bench/retention.py).
+        sql = (
+            "DELETE FROM records WHERE id = ANY(ARRAY(SELECT id FROM records WHERE ts < :cutoff ORDER BY ts LIMIT :n))"
+        )
+        return session.execute(text(sql), {"cutoff": older_than, "n": batch}).rowcount
     oldest = select(records.c.id).where(records.c.ts < older_than).order_by(records.c.ts).limit(batch)
     return session.execute(delete(records).where(records.c.id.in_(oldest.scalar_subquery()))).rowcount
 
 
-def forget_empty_gpus(session: Session) -> int:
+def _oldest(session: Session, gpu_id: int, since: int | None) -> int | None:
+    """A GPU's oldest record (at or after `since`), kind by kind: one index probe each."""
+    bound = [] if since is None else [records.c.ts >= since]
+    firsts = [
+        session.scalar(
+            select(func.min(records.c.ts)).where(records.c.gpu_id == gpu_id, records.c.metric == kind, *bound)
+        )
+        for kind in KINDS
+    ]
+    return min((first for first in firsts if first is not None), default=None)
+
+
+def forget_empty_gpus(session: Session, since: int | None = None) -> int:
     """Drop GPUs with no records left, and move each GPU's firstSeen to its oldest record.
 
-    The oldest record is looked up kind by kind, so each look-up is one index probe.
+    `since`: where retention cut. Probing from there first avoids walking the index
+    entries of the rows just deleted, which PostgreSQL keeps until it vacuums.
     """
     gone = 0
     lock_hosts(session, session.scalars(select(gpus.c.host).distinct()).all())
     for gpu_id in session.scalars(select(gpus.c.id).order_by(gpus.c.id)).all():
-        firsts = [
-            session.scalar(select(func.min(records.c.ts)).where(records.c.gpu_id == gpu_id, records.c.metric == kind))
-            for kind in KINDS
-        ]
-        firsts = [first for first in firsts if first is not None]
-        if firsts:
-            session.execute(update(gpus).where(gpus.c.id == gpu_id).values(first_seen=min(firsts)))
+        first = (since is not None and _oldest(session, gpu_id, since)) or _oldest(session, gpu_id, None)
+        if first is not None:
+            session.execute(update(gpus).where(gpus.c.id == gpu_id).values(first_seen=first))
         else:
             gone += session.execute(delete(gpus).where(gpus.c.id == gpu_id)).rowcount
     return gone

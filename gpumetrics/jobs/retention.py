@@ -39,7 +39,7 @@ def purge(db: Database, retention_hours: float, batch: int = BATCH_ROWS, pause: 
             break
         time.sleep(pause)
     with db.writing() as session:
-        gpus_gone = store.forget_empty_gpus(session)
+        gpus_gone = store.forget_empty_gpus(session, since=cutoff)
         outcome = {"deleted": deleted, "batches": batches, "gpusForgotten": gpus_gone, "cutoff": times.to_iso(cutoff)}
         _record_run(session, "retention", started, outcome)
     log.info("retention: deleted %d records older than %s in %d batches", deleted, times.to_iso(cutoff), batches)
