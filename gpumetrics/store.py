@@ -473,16 +473,23 @@ def _oldest(session: Session, gpu_id: int, since: int | None) -> int | None:
     return min((first for first in firsts if first is not None), default=None)
 
 
-def forget_empty_gpus(session: Session, since: int | None = None) -> int:
-    """Drop GPUs with no records left, and move each GPU's firstSeen to its oldest record.
+def oldest_by_gpu(session: Session, since: int | None = None) -> dict[int, int | None]:
+    """Each GPU's oldest record (None: it has none), probing from `since` on first.
 
-    `since`: where retention cut. Probing from there first avoids walking the index
-    entries of the rows just deleted, which PostgreSQL keeps until it vacuums.
+    Probing from where retention cut avoids walking the index entries of the rows just
+    deleted, which PostgreSQL keeps until it vacuums.
     """
+    return {
+        gpu_id: (since is not None and _oldest(session, gpu_id, since)) or _oldest(session, gpu_id, None)
+        for gpu_id in session.scalars(select(gpus.c.id).order_by(gpus.c.id)).all()
+    }
+
+
+def forget_empty_gpus(session: Session, since: int | None = None) -> int:
+    """Drop GPUs with no records left, and move each GPU's firstSeen to its oldest record."""
     gone = 0
     lock_hosts(session, session.scalars(select(gpus.c.host).distinct()).all())
-    for gpu_id in session.scalars(select(gpus.c.id).order_by(gpus.c.id)).all():
-        first = (since is not None and _oldest(session, gpu_id, since)) or _oldest(session, gpu_id, None)
+    for gpu_id, first in oldest_by_gpu(session, since).items():
         if first is not None:
             session.execute(update(gpus).where(gpus.c.id == gpu_id).values(first_seen=first))
         else:

@@ -38,6 +38,10 @@ def purge(db: Database, retention_hours: float, batch: int = BATCH_ROWS, pause: 
         if gone < batch:
             break
         time.sleep(pause)
+    with db.reading() as session:
+        # The same probes once without any lock first: a GPU with no record left makes
+        # PostgreSQL walk its dead index entries once, here, not while ingest waits.
+        store.oldest_by_gpu(session, since=cutoff)
     with db.writing() as session:
         gpus_gone = store.forget_empty_gpus(session, since=cutoff)
         outcome = {"deleted": deleted, "batches": batches, "gpusForgotten": gpus_gone, "cutoff": times.to_iso(cutoff)}
