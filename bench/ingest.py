@@ -38,7 +38,17 @@ import threading
 import time
 from pathlib import Path
 
-from _common import Server, create_schema, insert_frames, median, print_machine, spy_label, sqlite_pragmas
+from _common import (
+    Server,
+    create_schema,
+    insert_frames,
+    machine_cpu,
+    median,
+    print_machine,
+    spy_label,
+    sqlite_pragmas,
+    worker_cpu,
+)
 
 import config
 from gpumetrics import times
@@ -199,31 +209,6 @@ def raw_postgresql(url: str, records: list[dict], batch: int) -> float:
 # ---- through the service ----------------------------------------------------------------
 
 
-def _worker_cpu(server: Server) -> dict[int, float]:
-    """CPU seconds (user+system) of each gunicorn worker, from /proc; {} where there is none."""
-    tick = os.sysconf("SC_CLK_TCK")
-    pid = server.process.pid
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        out = {}
-        for child in children:
-            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
-            out[int(child)] = (int(fields[11]) + int(fields[12])) / tick
-        return out
-    except OSError:
-        return {}
-
-
-def _machine_cpu() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine, from /proc/stat."""
-    try:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except OSError:
-        return 0.0, 0.0
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
-
-
 def through_service(
     server: Server, bodies: list[bytes], batch: int, clients: int, warmup: int, reconnect: bool
 ) -> dict:
@@ -285,12 +270,12 @@ def through_service(
     for thread in threads:
         thread.start()
     barrier.wait()
-    cpu_before, machine_before, client_before = _worker_cpu(server), _machine_cpu(), time.process_time()
+    cpu_before, machine_before, client_before = worker_cpu(server), machine_cpu(), time.process_time()
     start = time.perf_counter()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - start
-    cpu_after, machine_after, client_after = _worker_cpu(server), _machine_cpu(), time.process_time()
+    cpu_after, machine_after, client_after = worker_cpu(server), machine_cpu(), time.process_time()
     busy, total = (after - before for after, before in zip(machine_after, machine_before, strict=True))
     cores = os.cpu_count() or 1
     workers = sorted(((cpu_after[p] - cpu_before.get(p, 0)) / elapsed for p in cpu_after), reverse=True)
