@@ -21,6 +21,7 @@ Figures are printed; this is not a test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import gc
 import io
@@ -39,6 +40,7 @@ import time
 from pathlib import Path
 
 from _common import (
+    ScratchPostgres,
     Server,
     create_schema,
     insert_frames,
@@ -567,7 +569,9 @@ def main() -> None:
     raw_before = raw("before")
     results = {}
     for number, mode in enumerate(modes):
+        scratch = contextlib.nullcontext() if is_sqlite else ScratchPostgres(args.database_url, f"ingest_{number}")
         url = args.database_url or f"sqlite:///{tmp / f'service-{mode}.db'}"
+        url = url if is_sqlite else scratch.url  # a database of its own, dropped after the run
         mine = bodies[number * per_mode : (number + 1) * per_mode]
         print(
             f"service: gunicorn WORKERS={args.workers}, {args.clients} client threads, {mode}, "
@@ -575,7 +579,7 @@ def main() -> None:
             flush=True,
         )
         env = {"DATABASE_URL": url, "WORKERS": str(args.workers), "MAX_BATCH": str(max(10_000, args.batch)), **trial}
-        with Server(env, tmp, app=app) as server:
+        with scratch, Server(env, tmp, app=app) as server:
             result = through_service(server, mine, args.batch, args.clients, warmup, MODES[mode])
         results[mode] = result
         split = " + ".join(f"{cores:.2f}" for cores in result["worker_cores"])
