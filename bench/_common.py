@@ -12,17 +12,22 @@ import os
 import platform
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from gpumetrics.store import _ROW_COLUMNS as RECORD_COLUMNS  # noqa: E402  (the insert's column order)
 
 # The command of `make serve`, the Dockerfile and tests/conftest.py's Server.
 GUNICORN = [sys.executable, "-m", "gunicorn", "--config", "python:gpumetrics.gunicorn_conf", "wsgi:app"]
@@ -175,27 +180,80 @@ def sqlite_pragmas(conn) -> None:
 
 
 def create_schema(url: str) -> None:
-    """Give the database at `url` the service's schema, the way the service makes it.
-
-    Database.upgrade (the Alembic migrations) where the service has it, else
-    Database.create_schema, else gpumetrics.models.metadata.create_all, so that the
-    service accepts the file as its own when it starts on it.
-    """
+    """Give the database at `url` the service's schema the way the service makes it (its migrations)."""
     from gpumetrics.db import Database
 
     database = Database(url)
     try:
-        if hasattr(database, "upgrade"):
-            database.upgrade()
-        elif hasattr(database, "create_schema"):
-            database.create_schema()
-        else:
-            from gpumetrics.models import metadata
-
-            with database.engine.begin() as conn:
-                metadata.create_all(conn)
+        database.upgrade()
     finally:
         database.dispose()
+
+
+def cached(path: Path, wanted: dict, build: Callable[[], None], rebuild: bool = False) -> bool:
+    """Build the data file at `path`, unless the .json beside it says it was built as `wanted`.
+
+    Returns True when the existing file was kept.
+    """
+    sidecar = path.with_name(path.name + ".json")
+    if not rebuild and path.exists() and sidecar.exists():
+        try:
+            if json.loads(sidecar.read_text()) == wanted:
+                return True
+        except ValueError:
+            pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sidecar.unlink(missing_ok=True)
+    build()
+    sidecar.write_text(json.dumps(wanted, indent=1))
+    return False
+
+
+@contextmanager
+def bulk_sqlite(path: Path) -> Iterator[sqlite3.Connection]:
+    """A fresh SQLite file with the service's schema, for loading millions of rows fast.
+
+    The records indexes are dropped for the load and rebuilt after it; the finished
+    file is moved to `path` only then, so an interrupted build leaves nothing behind.
+    """
+    building = path.with_name(path.name + ".building")
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{building}{suffix}").unlink(missing_ok=True)
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    create_schema(f"sqlite:///{building}")
+    conn = sqlite3.connect(building, isolation_level=None)
+    for pragma in ("journal_mode = OFF", "synchronous = OFF", "cache_size = -524288", "temp_store = MEMORY"):
+        conn.execute(f"PRAGMA {pragma}")
+    indexes = conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'records' AND sql IS NOT NULL"
+    ).fetchall()
+    for name, _ in indexes:
+        conn.execute(f'DROP INDEX "{name}"')
+    yield conn
+    for name, ddl in indexes:
+        began = time.perf_counter()
+        conn.execute(ddl)
+        print(f"  index {name}: {time.perf_counter() - began:.1f} s", flush=True)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.close()
+    os.replace(building, path)
+
+
+def load_records(conn: sqlite3.Connection, rows: Iterator[tuple], total: int, chunk: int = 250_000) -> None:
+    """Insert `total` rows of RECORD_COLUMNS, a transaction per chunk, printing progress."""
+    sql = f"INSERT INTO records ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))})"
+    start = time.perf_counter()
+    done = 0
+    while done < total:
+        part = [row for _, row in zip(range(chunk), rows, strict=False)]
+        if not part:
+            break
+        conn.execute("BEGIN")
+        conn.executemany(sql, part)
+        conn.execute("COMMIT")
+        done += len(part)
+        if done % 1_000_000 < chunk or done >= total:
+            print(f"  {done:>12,} / {total:,} records ({done / (time.perf_counter() - start):,.0f}/s)", flush=True)
 
 
 # ---- shared by tail.py and retention.py --------------------------------------------

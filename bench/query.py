@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import sqlite3
 import statistics
@@ -36,7 +35,18 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import ROOT, Server, admin_dsn, create_schema, get_json, median, print_machine
+from _common import (
+    ROOT,
+    Server,
+    admin_dsn,
+    bulk_sqlite,
+    cached,
+    create_schema,
+    get_json,
+    load_records,
+    median,
+    print_machine,
+)
 
 import config
 from gpumetrics import times
@@ -101,77 +111,30 @@ def generate(seconds: int):
 
 
 def build(path: Path, seconds: int) -> None:
-    building = path.with_name(path.name + ".building")
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(f"{building}{suffix}").unlink(missing_ok=True)
-    create_schema(f"sqlite:///{building}")  # as the service makes it (migrations)
-
-    conn = sqlite3.connect(building, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = OFF")
-    conn.execute("PRAGMA synchronous = OFF")
-    conn.execute("PRAGMA cache_size = -524288")  # 512 MiB for the index builds
-    conn.execute("PRAGMA temp_store = MEMORY")
-    indexes = conn.execute(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'records' AND sql IS NOT NULL"
-    ).fetchall()
-    for name, _ in indexes:
-        conn.execute(f'DROP INDEX "{name}"')
     last = BASE_US + (seconds - 1) * 1_000_000
-    conn.execute("BEGIN")
-    conn.executemany(
-        "INSERT INTO gpus (id, host, gpu_index, uuid, name, first_seen, last_seen) VALUES (?, '', ?, ?, ?, ?, ?)",
-        [(g + 1, g, f"GPU-bench-{g:04d}", "NVIDIA A100-SXM4-40GB", BASE_US, last) for g in range(GPUS)],
-    )
-    conn.execute("COMMIT")
-
-    total = seconds * GPUS * len(KIND_ORDER)
-    sql = f"INSERT INTO records ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))})"
-    rows = generate(seconds)
-    chunk = 250_000
-    start = time.perf_counter()
-    done = 0
-    while done < total:
-        part = [row for _, row in zip(range(chunk), rows, strict=False)]
-        conn.execute("BEGIN")
-        conn.executemany(sql, part)
-        conn.execute("COMMIT")
-        done += len(part)
-        if done % 1_000_000 < chunk or done == total:
-            rate = done / (time.perf_counter() - start)
-            print(f"  {done:>12,} / {total:,} records ({rate:,.0f}/s)", flush=True)
-    for name, ddl in indexes:
-        began = time.perf_counter()
-        conn.execute(ddl)
-        print(f"  index {name}: {time.perf_counter() - began:.1f} s", flush=True)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.close()
-    os.replace(building, path)
+    with bulk_sqlite(path) as conn:
+        conn.executemany(
+            "INSERT INTO gpus (id, host, gpu_index, uuid, name, first_seen, last_seen) VALUES (?, '', ?, ?, ?, ?, ?)",
+            [(g + 1, g, f"GPU-bench-{g:04d}", "NVIDIA A100-SXM4-40GB", BASE_US, last) for g in range(GPUS)],
+        )
+        load_records(conn, generate(seconds), seconds * GPUS * len(KIND_ORDER))
 
 
 def ensure_data(path: Path, records: int, rebuild: bool) -> dict:
     seconds = math.ceil(records / (GPUS * len(KIND_ORDER)))
-    wanted = {"format": FORMAT, "seconds": seconds, "gpus": GPUS, "base_us": BASE_US, "schema": schema_sql()}
-    sidecar = path.with_name(path.name + ".json")
-    if path.exists() and sidecar.exists() and not rebuild:
-        try:
-            have = json.loads(sidecar.read_text())
-        except ValueError:
-            have = {}
-        if have == wanted:
-            print(f"reusing {path} ({seconds * GPUS * len(KIND_ORDER):,} records)")
-            return wanted
-        print(f"{path} was built for another schema or size: rebuilding")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    sidecar.unlink(missing_ok=True)
     total = seconds * GPUS * len(KIND_ORDER)
-    print(f"building {path}: {GPUS} GPUs x {len(KIND_ORDER)} kinds x {seconds:,} s = {total:,} records ...", flush=True)
+    wanted = {"format": FORMAT, "seconds": seconds, "gpus": GPUS, "base_us": BASE_US, "schema": schema_sql()}
     began = time.perf_counter()
-    build(path, seconds)
-    sidecar.write_text(json.dumps(wanted, indent=1))
-    size = path.stat().st_size / 2**30
-    print(f"  built in {time.perf_counter() - began:.0f} s, {size:.2f} GiB", flush=True)
+
+    def make() -> None:
+        print(f"building {path}: {GPUS} GPUs x {len(KIND_ORDER)} kinds x {seconds:,} s = {total:,} records ...")
+        build(path, seconds)
+
+    if cached(path, wanted, make, rebuild):
+        print(f"reusing {path} ({total:,} records)")
+    else:
+        size = path.stat().st_size / 2**30
+        print(f"  built in {time.perf_counter() - began:.0f} s, {size:.2f} GiB", flush=True)
     return wanted
 
 

@@ -29,8 +29,6 @@ latency meanwhile."
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
 import sqlite3
 import tempfile
@@ -44,10 +42,13 @@ from _common import (
     ScratchPostgres,
     Server,
     admin_dsn,
+    bulk_sqlite,
+    cached,
     cores_text,
     create_schema,
     health_jobs,
     latency_text,
+    load_records,
     median,
     percentile,
     print_machine,
@@ -103,66 +104,29 @@ def schema_sql() -> list[str]:
 
 def build_sqlite(path: Path, old: int) -> None:
     """The pristine file: schema by migrations, 8 GPUs, `old` records from 2025."""
-    building = path.with_name(path.name + ".building")
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(f"{building}{suffix}").unlink(missing_ok=True)
-    create_schema(f"sqlite:///{building}")
-    conn = sqlite3.connect(building, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = OFF")
-    conn.execute("PRAGMA synchronous = OFF")
-    conn.execute("PRAGMA cache_size = -524288")
-    conn.execute("PRAGMA temp_store = MEMORY")
-    indexes = conn.execute(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'records' AND sql IS NOT NULL"
-    ).fetchall()
-    for name, _ in indexes:
-        conn.execute(f'DROP INDEX "{name}"')
     last = OLD_BASE_US + (old // PER_SECOND) * 1_000_000
-    conn.execute("BEGIN")
-    ids = [
-        conn.execute(
-            "INSERT INTO gpus (host, gpu_index, first_seen, last_seen) VALUES ('', ?, ?, ?)", (g, OLD_BASE_US, last)
-        ).lastrowid
-        for g in range(GPUS)
-    ]
-    conn.execute("COMMIT")
-    sql = f"INSERT INTO records ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))})"
-    generator = rows(old, OLD_BASE_US, ids)
-    began = time.perf_counter()
-    done = 0
-    while done < old:
-        part = [row for _, row in zip(range(250_000), generator, strict=False)]
-        conn.execute("BEGIN")
-        conn.executemany(sql, part)
-        conn.execute("COMMIT")
-        done += len(part)
-    print(f"  {done:,} rows in {time.perf_counter() - began:.0f} s", flush=True)
-    for name, ddl in indexes:
-        began = time.perf_counter()
-        conn.execute(ddl)
-        print(f"  index {name}: {time.perf_counter() - began:.1f} s", flush=True)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.close()
-    os.replace(building, path)
+    with bulk_sqlite(path) as conn:
+        ids = [
+            conn.execute(
+                "INSERT INTO gpus (host, gpu_index, first_seen, last_seen) VALUES ('', ?, ?, ?)", (g, OLD_BASE_US, last)
+            ).lastrowid
+            for g in range(GPUS)
+        ]
+        load_records(conn, rows(old, OLD_BASE_US, ids), old)
 
 
 def ensure_sqlite(path: Path, old: int) -> None:
-    sidecar = path.with_name(path.name + ".json")
     wanted = {"format": FORMAT, "old": old, "base_us": OLD_BASE_US, "schema": schema_sql()}
-    if path.exists() and sidecar.exists():
-        try:
-            if json.loads(sidecar.read_text()) == wanted:
-                print(f"reusing {path.relative_to(ROOT)} ({old:,} old records, {path.stat().st_size / 2**20:.0f} MiB)")
-                return
-        except ValueError:
-            pass
-    print(f"building {path.relative_to(ROOT)}: {old:,} old records ...", flush=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sidecar.unlink(missing_ok=True)
     began = time.perf_counter()
-    build_sqlite(path, old)
-    sidecar.write_text(json.dumps(wanted, indent=1))
-    print(f"  built in {time.perf_counter() - began:.0f} s, {path.stat().st_size / 2**20:.0f} MiB", flush=True)
+
+    def make() -> None:
+        print(f"building {path.relative_to(ROOT)}: {old:,} old records ...", flush=True)
+        build_sqlite(path, old)
+
+    if cached(path, wanted, make):
+        print(f"reusing {path.relative_to(ROOT)} ({old:,} old records, {path.stat().st_size / 2**20:.0f} MiB)")
+    else:
+        print(f"  built in {time.perf_counter() - began:.0f} s, {path.stat().st_size / 2**20:.0f} MiB", flush=True)
 
 
 def add_young_sqlite(path: Path, young: int, base_us: int) -> None:

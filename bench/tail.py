@@ -31,7 +31,6 @@ Figures are printed; this is not a test.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -49,6 +48,7 @@ from _common import (
     ScratchPostgres,
     Server,
     admin_dsn,
+    cached,
     cores_text,
     create_schema,
     health_jobs,
@@ -91,33 +91,28 @@ def lines_of_second(second: int) -> list[str]:
 
 
 def ensure_backlog(path: Path, lines: int) -> None:
-    sidecar = path.with_name(path.name + ".json")
     wanted = {"format": FORMAT, "lines": lines, "base_us": BASE_US}
-    if path.exists() and sidecar.exists():
-        try:
-            if json.loads(sidecar.read_text()) == wanted:
-                print(f"reusing {path.relative_to(ROOT)} ({path.stat().st_size / 2**20:.0f} MiB)")
-                return
-        except ValueError:
-            pass
-    path.parent.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    building = path.with_name(path.name + ".building")
-    written = 0
-    with open(building, "w", encoding="ascii") as out:
-        second = 0
-        while written < lines:
-            block = []
-            for _ in range(1000):
-                block += lines_of_second(second)
-                second += 1
-            block = block[: lines - written]
-            out.write("".join(block))
-            written += len(block)
-    os.replace(building, path)
-    sidecar.write_text(json.dumps(wanted))
-    took = time.perf_counter() - began
-    print(f"generated {path.relative_to(ROOT)}: {lines:,} lines, {path.stat().st_size / 2**20:.0f} MiB in {took:.1f} s")
+
+    def make() -> None:
+        building = path.with_name(path.name + ".building")
+        written = second = 0
+        with open(building, "w", encoding="ascii") as out:
+            while written < lines:
+                block = []
+                for _ in range(1000):
+                    block += lines_of_second(second)
+                    second += 1
+                block = block[: lines - written]
+                out.write("".join(block))
+                written += len(block)
+        os.replace(building, path)
+
+    if cached(path, wanted, make):
+        print(f"reusing {path.relative_to(ROOT)} ({path.stat().st_size / 2**20:.0f} MiB)")
+    else:
+        took, size = time.perf_counter() - began, path.stat().st_size / 2**20
+        print(f"generated {path.relative_to(ROOT)}: {lines:,} lines, {size:.0f} MiB in {took:.1f} s")
 
 
 def chunks(data: bytes, size: int) -> list[bytes]:
