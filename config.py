@@ -1,12 +1,14 @@
 """Settings read from the environment: typed, validated at start, documented here.
 
-SETTINGS is the single list of every variable the service reads; the README's table
-mirrors it (a test keeps the two in step). `load()` reads them all at once and fails
-with one line naming the variable and what it accepts.
+`Settings` declares every variable the service reads, each with its default, its parser
+and its help text; the README's table mirrors them (a test keeps the two in step).
+`load()` reads them all at once and fails with one line naming the variable and what it
+accepts. A setting that can be turned off is `None` when off, never 0.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,15 +21,14 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
+    """How one environment variable is read: the metadata of a Settings field."""
+
     env: str
     default: str
     parse: Callable[[str], Any]
     accepts: str
     help: str
-
-    @property
-    def attr(self) -> str:
-        return self.env.lower()
+    attr: str = ""
 
 
 def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -48,6 +49,16 @@ def _number(low: float) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def _off_or(parse: Callable[[str], float]) -> Callable[[str], float | None]:
+    """`0` turns the setting off: None, so no caller can mistake it for a zero window."""
+
+    def parse_or_off(text: str) -> float | None:
+        value = parse(text)
+        return None if value == 0 else value
+
+    return parse_or_off
 
 
 def _boolean(text: str) -> bool:
@@ -83,120 +94,135 @@ def _text(text: str) -> str:
     return text.strip()
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "PORT", "8080", _integer(1, 65535), "a port from 1 to 65535", "Port gunicorn (and `python wsgi.py`) listens on."
-    ),
-    Setting("WORKERS", "2", _integer(1, 64), "an integer from 1 to 64", "Gunicorn worker processes."),
-    Setting(
-        "DATABASE_URL",
-        "sqlite:///./metrics.db",
-        _database_url,
-        "a sqlite:/// or postgresql+psycopg:// URL",
-        "Where records are stored; a relative SQLite path is relative to the working directory.",
-    ),
-    Setting("LOG_LEVEL", "INFO", _log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL", "Log level of the service."),
-    Setting(
-        "MAX_BODY_BYTES",
-        str(16 * 1024 * 1024),
-        _integer(1024),
-        "an integer of at least 1024",
-        "Largest request body accepted; larger ones get 413.",
-    ),
-    Setting(
-        "MAX_BATCH",
-        "10000",
-        _integer(1, 1_000_000),
-        "an integer from 1 to 1000000",
-        "Most records accepted in one POST; more get 413.",
-    ),
-    Setting(
-        "INGEST_API_KEYS",
-        "",
-        _list,
-        "comma-separated keys",
-        "Keys accepted for POST /metrics (X-API-Key or Authorization: Bearer); empty leaves ingest open.",
-    ),
-    Setting(
-        "READ_API_KEYS",
-        "",
-        _list,
-        "comma-separated keys",
-        "When set, keys required to read records, GPUs and stats; /health then says only up or down.",
-    ),
-    Setting(
-        "CORS_ORIGINS",
-        "",
-        _list,
-        "comma-separated origins such as https://grafana.example",
-        "Browser origins allowed to call the API; empty turns CORS off.",
-    ),
-    Setting("ENABLE_WS_FILE", "false", _boolean, "true or false", "Tail INPUT_WS_PATH into the database."),
-    Setting("ENABLE_MSG_FILE", "false", _boolean, "true or false", "Tail INPUT_MSG_PATH into the database."),
-    Setting(
-        "INPUT_WS_PATH", "ws_out.jsonl", _text, "a file path", "JSONL file written by the crawler's web-socket sink."
-    ),
-    Setting(
-        "INPUT_MSG_PATH", "msg_out.jsonl", _text, "a file path", "JSONL file written by the crawler's message sink."
-    ),
-    Setting(
-        "FILE_POLL_INTERVAL_SEC",
-        "1.0",
-        _number(0.05),
-        "a number of seconds of at least 0.05",
-        "How often the tailed files are checked for new lines.",
-    ),
-    Setting(
-        "METRICS_RETENTION_HOURS",
-        "168",
-        _number(0),
-        "a number of hours of at least 0 (0 keeps everything)",
-        "Records older than this are deleted; 0 turns retention off.",
-    ),
-    Setting(
-        "RETENTION_CLEAN_INTERVAL_SEC",
-        "3600",
-        _number(1),
-        "a number of seconds of at least 1",
-        "How often retention runs (it also runs once at start).",
-    ),
-    Setting(
-        "SCHEDULER_LOCK_PATH",
-        "",
-        str,
-        "a file path, or empty for files beside the SQLite database",
-        "SQLite only: base path of the lock files that let exactly one process run each job.",
-    ),
-)
+def _optional_text(text: str) -> str | None:
+    return text.strip() or None
+
+
+def setting(env: str, default: str, parse: Callable[[str], Any], accepts: str, help: str, secret: bool = False) -> Any:
+    """A Settings field: its environment variable, default, parser and documentation."""
+    return dataclasses.field(repr=not secret, metadata={"setting": Setting(env, default, parse, accepts, help)})
 
 
 @dataclass(frozen=True)
 class Settings:
     """The parsed settings; build with `load()`, or `load({...})` in tests."""
 
-    values: Mapping[str, Any]
+    port: int = setting(
+        "PORT", "8080", _integer(1, 65535), "a port from 1 to 65535", "Port gunicorn (and `python wsgi.py`) listens on."
+    )
+    workers: int = setting("WORKERS", "2", _integer(1, 64), "an integer from 1 to 64", "Gunicorn worker processes.")
+    database_url: str = setting(
+        "DATABASE_URL",
+        "sqlite:///./metrics.db",
+        _database_url,
+        "a sqlite:/// or postgresql+psycopg:// URL",
+        "Where records are stored; a relative SQLite path is relative to the working directory.",
+    )
+    log_level: str = setting(
+        "LOG_LEVEL", "INFO", _log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL", "Log level of the service."
+    )
+    max_body_bytes: int = setting(
+        "MAX_BODY_BYTES",
+        str(16 * 1024 * 1024),
+        _integer(1024),
+        "an integer of at least 1024",
+        "Largest request body accepted; larger ones get 413.",
+    )
+    max_batch: int = setting(
+        "MAX_BATCH",
+        "10000",
+        _integer(1, 1_000_000),
+        "an integer from 1 to 1000000",
+        "Most records accepted in one POST; more get 413.",
+    )
+    ingest_api_keys: tuple[str, ...] = setting(
+        "INGEST_API_KEYS",
+        "",
+        _list,
+        "comma-separated keys",
+        "Keys accepted for POST /metrics (X-API-Key or Authorization: Bearer); empty leaves ingest open.",
+        secret=True,
+    )
+    read_api_keys: tuple[str, ...] = setting(
+        "READ_API_KEYS",
+        "",
+        _list,
+        "comma-separated keys",
+        "When set, keys required to read records, GPUs and stats; /health then says only up or down.",
+        secret=True,
+    )
+    cors_origins: tuple[str, ...] = setting(
+        "CORS_ORIGINS",
+        "",
+        _list,
+        "comma-separated origins such as https://grafana.example",
+        "Browser origins allowed to call the API; empty turns CORS off.",
+    )
+    enable_ws_file: bool = setting(
+        "ENABLE_WS_FILE", "false", _boolean, "true or false", "Tail INPUT_WS_PATH into the database."
+    )
+    enable_msg_file: bool = setting(
+        "ENABLE_MSG_FILE", "false", _boolean, "true or false", "Tail INPUT_MSG_PATH into the database."
+    )
+    input_ws_path: str = setting(
+        "INPUT_WS_PATH", "ws_out.jsonl", _text, "a file path", "JSONL file written by the crawler's web-socket sink."
+    )
+    input_msg_path: str = setting(
+        "INPUT_MSG_PATH", "msg_out.jsonl", _text, "a file path", "JSONL file written by the crawler's message sink."
+    )
+    file_poll_interval_sec: float = setting(
+        "FILE_POLL_INTERVAL_SEC",
+        "1.0",
+        _number(0.05),
+        "a number of seconds of at least 0.05",
+        "How often the tailed files are checked for new lines.",
+    )
+    metrics_retention_hours: float | None = setting(
+        "METRICS_RETENTION_HOURS",
+        "168",
+        _off_or(_number(0)),
+        "a number of hours of at least 0 (0 keeps everything)",
+        "Records older than this are deleted; 0 turns retention off.",
+    )
+    retention_clean_interval_sec: float = setting(
+        "RETENTION_CLEAN_INTERVAL_SEC",
+        "3600",
+        _number(1),
+        "a number of seconds of at least 1",
+        "How often retention runs (it also runs once at start).",
+    )
+    scheduler_lock_path: str | None = setting(
+        "SCHEDULER_LOCK_PATH",
+        "",
+        _optional_text,
+        "a file path, or empty for files beside the SQLite database",
+        "SQLite only: base path of the lock files that let exactly one process run each job.",
+    )
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    @property
+    def tailed_files(self) -> tuple[str, ...]:
+        """The JSONL files this host tails, in the order of the settings."""
+        enabled = ((self.enable_ws_file, self.input_ws_path), (self.enable_msg_file, self.input_msg_path))
+        return tuple(path for on, path in enabled if on)
 
     def replace(self, **changes: Any) -> Settings:
-        unknown = set(changes) - set(self.values)
-        if unknown:
-            raise TypeError(f"unknown settings: {sorted(unknown)}")
-        return Settings({**self.values, **changes})
+        """A copy with some values changed (already parsed), for tests."""
+        return dataclasses.replace(self, **changes)
+
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    dataclasses.replace(field.metadata["setting"], attr=field.name) for field in dataclasses.fields(Settings)
+)
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Read every setting; raise SettingsError naming the first invalid variable."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    for setting in SETTINGS:
-        raw = environ.get(setting.env, setting.default)
+    for item in SETTINGS:
+        raw = environ.get(item.env, item.default)
         try:
-            values[setting.attr] = setting.parse(raw)
+            values[item.attr] = item.parse(raw)
         except ValueError:
-            raise SettingsError(f"invalid {setting.env}={raw!r}: expected {setting.accepts}") from None
-    return Settings(values)
+            raise SettingsError(f"invalid {item.env}={raw!r}: expected {item.accepts}") from None
+    return Settings(**values)

@@ -15,7 +15,8 @@ except config.SettingsError as error:
 app = create_app(settings)
 
 if __name__ == "__main__":
-    from gpumetrics.scheduler import start_jobs
+    from gpumetrics.jobs.scheduler import start_jobs
+    from gpumetrics.state import app_state
 
-    start_jobs(app)
+    app_state(app).jobs = start_jobs(settings, app_state(app).db)
     app.run(host="0.0.0.0", port=settings.port)

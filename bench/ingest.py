@@ -51,11 +51,11 @@ from _common import (
     sqlite_pragmas,
     worker_cpu,
 )
+from gpumetrics.models import metadata
 
 import config
 from gpumetrics import times
 from gpumetrics.kinds import COLUMNS, KINDS
-from gpumetrics.models import metadata
 
 TARGET_RATE = 40_000
 TARGET_RATE_POSTGRESQL = 30_000  # the target through the service on PostgreSQL

@@ -18,11 +18,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg  # noqa: E402
+from gpumetrics.models import gpus  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from gpumetrics import store  # noqa: E402
 from gpumetrics.db import Database  # noqa: E402
-from gpumetrics.models import gpus  # noqa: E402
 
 COLUMNS = store._ROW_COLUMNS
 

@@ -1,4 +1,4 @@
-"""Operator commands: `python -m gpumetrics import FILE...` and `python -m gpumetrics purge`."""
+"""Operator commands: `python -m gpumetrics import FILE...`, `purge` and `migrate`."""
 
 from __future__ import annotations
 
@@ -8,37 +8,32 @@ from pathlib import Path
 import click
 from flask import Flask
 
-from . import current_db, current_settings, ingest, store
 from .jobs import retention
+from .records import jsonl
+from .state import get_db, get_settings
+from .store.write import prepare, store_records
 
 CHUNK_BYTES = 1 << 20
 
 
 def _import_file(path: Path) -> tuple[int, int, int, list[tuple[int, str]]]:
     """Backfill one JSONL file through the ingest pipeline; one transaction per chunk."""
-    lines_read = stored = duplicates = line = 0
+    lines_read = stored = duplicates = 0
     rejected: list[tuple[int, str]] = []
-    leftover = b""
-    db = current_db()
+    db = get_db()
     with (
         path.open("rb") as handle,
         click.progressbar(length=path.stat().st_size, label=path.name, file=sys.stderr) as bar,
     ):
-        while True:
-            chunk = handle.read(CHUNK_BYTES)
-            data = leftover + chunk
-            end = len(data) if not chunk else data.rfind(b"\n") + 1
-            leftover = data[end:]
-            decoded = ingest.decode_lines(data[:end], line)
-            prepared = store.prepare(decoded.records)
-            with db.writing() as session:
-                new, dup = store.insert(session, prepared)
-            line, lines_read = decoded.last, lines_read + decoded.read
-            stored, duplicates = stored + new, duplicates + dup
-            rejected += decoded.rejected
-            bar.update(len(chunk))
-            if not chunk:
-                break
+        for lines in jsonl.read_lines(handle, 0, finished=True, chunk_bytes=CHUNK_BYTES):
+            if lines.records:
+                batch = prepare(lines.records)
+                with db.writing() as session:
+                    outcome = store_records(session, batch)
+                stored, duplicates = stored + outcome.stored, duplicates + outcome.duplicates
+            lines_read += lines.read
+            rejected += lines.rejected
+            bar.update(lines.size)
     return lines_read, stored, duplicates, rejected
 
 
@@ -59,18 +54,18 @@ def import_command(files: tuple[Path, ...]) -> None:
 @click.command("purge")
 def purge_command() -> None:
     """Run retention now: delete records older than METRICS_RETENTION_HOURS."""
-    hours = current_settings().metrics_retention_hours
-    if hours <= 0:
+    hours = get_settings().metrics_retention_hours
+    if hours is None:
         click.echo("retention is off (METRICS_RETENTION_HOURS=0): nothing deleted")
         return
-    deleted = retention.purge(current_db(), hours)
+    deleted = retention.purge(get_db(), hours)
     click.echo(f"deleted {deleted} records older than {hours:g} hours")
 
 
 @click.command("migrate")
 def migrate_command() -> None:
     """Bring the database schema up to date (the service also does this at start)."""
-    db = current_db()
+    db = get_db()
     db.upgrade()
     click.echo(f"database schema at revision {db.revision()}")
 

@@ -30,13 +30,18 @@ control_socket_disable = True
 
 
 def post_worker_init(worker) -> None:
-    """Every worker competes for the jobs lock; exactly one runs the jobs."""
-    from gpumetrics.scheduler import start_jobs
+    """Every worker competes for each job's lock; exactly one runs each job."""
+    from gpumetrics.jobs.scheduler import start_jobs
+    from gpumetrics.state import app_state
 
-    start_jobs(worker.wsgi)
+    state = app_state(worker.wsgi)
+    state.jobs = start_jobs(state.settings, state.db)
 
 
 def worker_exit(server, worker) -> None:
-    jobs = getattr(worker, "wsgi", None) and worker.wsgi.extensions["gpumetrics"].get("jobs")
+    from gpumetrics.state import app_state
+
+    app = getattr(worker, "wsgi", None)
+    jobs = app and app_state(app).jobs
     if jobs is not None:
         jobs.stop()

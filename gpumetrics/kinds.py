@@ -1,8 +1,8 @@
-"""The registry of metric kinds: the one place that says which metrics exist.
+"""The registry of metric kinds: the one place that says which metrics exist, and every limit.
 
-Validation (schemas.py), storage columns (models.py), the OpenAPI document and the
-query parameters are all derived from KINDS, so adding a kind or a field is one
-entry here (plus a migration for the new column).
+Validation (records/), storage columns (db/tables.py), the OpenAPI document and the
+query parameters are all derived from KINDS and IDENTITY, so adding a kind or a field
+is one entry here (plus a migration for the new column).
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 # No GPU reading comes near it; it keeps sums and averages finite on both databases.
 MAGNITUDE = 1e15
+INT64_MAX = 2**63 - 1  # what both databases store in a BIGINT
+GPU_INDEX_MAX = 2**31 - 1
+NAME_MAX = 255  # host names, UUIDs, product names
 
 
 @dataclass(frozen=True)
@@ -19,7 +22,7 @@ class Field:
 
     name: str
     column: str
-    type: str  # "number", "integer" or "string"
+    type: str  # "number", "integer", "string" or "timestamp"
     unit: str
     description: str
     minimum: float | None = None
@@ -27,6 +30,7 @@ class Field:
     required: bool = True
     max_length: int | None = None
     identifies: bool = False  # part of the record's identity (pid): not a measurement
+    min_length: int = 0
 
     @property
     def low(self) -> float:
@@ -68,7 +72,19 @@ def _mhz(name: str, column: str, what: str, required: bool = True) -> Field:
 
 
 def _text(name: str, column: str, what: str) -> Field:
-    return Field(name, column, "string", "", what, required=False, max_length=255)
+    return Field(name, column, "string", "", what, required=False, max_length=NAME_MAX)
+
+
+# The fields every canonical record has besides those of its kind.
+IDENTITY: tuple[Field, ...] = (
+    Field("timestamp", "ts", "timestamp", "", "End of the sample, ISO 8601; without an offset it is UTC."),
+    Field(
+        "gpuIndex", "gpu_index", "integer", "", "NVML index of the GPU on its host.", minimum=0, maximum=GPU_INDEX_MAX
+    ),
+    _text("host", "host", "Host the GPU is in; records without one belong to the local host."),
+    _text("uuid", "uuid", "NVML UUID of the GPU."),
+    _text("name", "name", "Product name of the GPU."),
+)
 
 
 KINDS: dict[str, Kind] = {

@@ -20,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 
 import config
 from gpumetrics import create_app
+from gpumetrics.state import app_state
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = [sys.executable, "-m", "gunicorn", "--config", "python:gpumetrics.gunicorn_conf", "wsgi:app"]
@@ -82,7 +83,7 @@ def settings(database_url: str) -> config.Settings:
 def app(settings):
     app = create_app(settings)
     yield app
-    app.extensions["gpumetrics"]["db"].dispose()
+    app_state(app).db.dispose()
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ def test_import_backfills_files_and_summarises(tmp_path, settings, client):
     assert f"{second}: 2 lines, 1 stored, 1 duplicates, 1 rejected" in done.stdout
     assert "  line 1: invalid records" in done.stdout and "usedMiB" in done.stdout
     assert "a.jsonl" in done.stderr, "the progress bar goes to stderr"
-    assert client.get("/metrics", query_string={"aggregate": "count"}).get_json()["value"] == 101
+    assert client.get("/metrics/aggregate", query_string={"aggregate": "count"}).get_json()["value"] == 101
 
 
 def test_import_again_counts_duplicates_and_exits_zero(tmp_path, settings, client):

@@ -1,42 +1,43 @@
-"""The HTTP API: one flask-smorest Blueprint per resource, and the docs pages."""
+"""The HTTP API: one flask-smorest Blueprint per resource, plus the docs pages."""
 
 from __future__ import annotations
 
-from flask import Flask, redirect, render_template
+from flask import Flask
 from flask_smorest import Api
 
 from config import Settings
 
-from .. import API_DESCRIPTION, auth, errors, headers
-from . import gpus, health, metrics, stats
+from .. import __version__
+from ..http import auth, errors, headers
+from . import docs, gpus, health, metrics, stats
+
+API_DESCRIPTION = """
+Stores the samples that the GPU metrics crawler takes from NVML on every host, and
+answers operators and dashboards.
+
+* **Ingest**: `POST /metrics` takes one record or an array of records.
+* **Read**: `GET /metrics` pages through records, `GET /metrics/aggregate` computes one
+  aggregate over them; `GET /gpus` lists the GPUs; `GET /stats` summarises each GPU and kind.
+* Times are ISO 8601; without an offset they are UTC. Answers are always UTC, ending in `Z`.
+"""
 
 
 def register(app: Flask, settings: Settings) -> Api:
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TITLE="gpumetrics",
+        API_VERSION=__version__,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+    )
     errors.register(app)
-    auth.register(app, settings)
     headers.register(app, settings)
-    api = errors.ApiWithOneErrorFormat(app, spec_kwargs={"info": {"description": API_DESCRIPTION}})
+    auth.warn_if_open(settings)
+    spec_kwargs = {"info": {"description": API_DESCRIPTION}, "extra_plugins": [auth.KeysPlugin(settings)]}
+    api = errors.ApiWithOneErrorFormat(app, spec_kwargs=spec_kwargs)
     for module in (metrics, gpus, stats, health):
         api.register_blueprint(module.blp)
     metrics.document_records(api.spec)
-    auth.document(api.spec, settings)
-
-    @app.get("/")
-    def index():
-        return redirect("/docs")
-
-    # Our own pages rather than flask-smorest's: theirs start Swagger UI with an inline
-    # script, which the docs pages' Content-Security-Policy forbids.
-    @app.get("/docs")
-    def swagger_ui():
-        return render_template("swagger_ui.html")
-
-    @app.get("/redoc")
-    def redoc():
-        return render_template("redoc.html")
-
-    @app.get("/favicon.ico")
-    def favicon():
-        return app.send_static_file("vendor/swagger-ui/favicon-32x32.png")
-
+    app.register_blueprint(docs.blp)
     return api

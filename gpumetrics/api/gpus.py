@@ -5,16 +5,19 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from .. import current_db, store
-from ..schemas import GpuList
+from ..http.auth import requires
+from ..state import get_db
+from ..store import queries
+from .schemas import GpuList
 
 blp = Blueprint("gpus", __name__, url_prefix="/gpus", description="The GPUs the service has records of.")
 
 
 @blp.route("")
 class Gpus(MethodView):
+    @requires("read")
     @blp.response(200, GpuList)
     def get(self):
         """List every GPU with records, and the time range they cover."""
-        with current_db().reading() as session:
-            return {"gpus": store.gpu_list(session)}
+        with get_db().reading() as session:
+            return {"gpus": queries.gpu_list(session)}

@@ -1,20 +1,21 @@
-"""/health: is the service up, and does its database answer."""
+"""/health: is the service up, does its database answer, and what do its jobs report."""
 
 from __future__ import annotations
 
 import logging
+import socket
+from pathlib import Path
 
-from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import __version__, current_db, current_settings
-from ..auth import key_is_valid
-from ..jobs import retention
-from ..jobs.tail import load_checkpoint
-from ..scheduler import job_locks, tailers
-from ..schemas import Health
+from .. import __version__
+from ..http.auth import may_read
+from ..jobs.scheduler import job_names
+from ..state import get_db, get_settings
+from ..store import jobs
+from .schemas import Health
 
 blp = Blueprint("health", __name__, url_prefix="/health", description="Liveness and readiness.")
 log = logging.getLogger(__name__)
@@ -27,49 +28,32 @@ class HealthCheck(MethodView):
     def get(self):
         """Report whether the service and its database answer."""
         try:
-            current_db().ping()
+            get_db().ping()
         except SQLAlchemyError as error:
             reason = str(getattr(error, "orig", None) or error).splitlines()[0]
             log.warning("health: database down: %s", reason)
-            if not _may_see_details():
+            if not may_read():
                 return {"status": "down"}, 503
             return {"status": "down", "database": reason, "version": __version__}, 503
-        if not _may_see_details():
+        if not may_read():
             return {"status": "ok"}
         return {"status": "ok", "database": "ok", "version": __version__, "jobs": _jobs()}
 
 
-def _may_see_details() -> bool:
-    """With READ_API_KEYS set, only a reader learns more than up or down."""
-    keys = current_settings().read_api_keys
-    return not keys or key_is_valid(keys)
-
-
-def _locks() -> dict:
-    """The job locks, made once per app: a PostgreSQL lock keeps an engine."""
-    state = current_app.extensions["gpumetrics"]
-    if "locks" not in state:
-        state["locks"] = job_locks(state["settings"], state["db"])
-    return state["locks"]
-
-
 def _jobs() -> dict:
-    """What the jobs did, read from the database so that every worker can answer."""
-    settings, db = current_settings(), current_db()
-    files = {}
-    with db.reading() as session:
-        for tailer in tailers(settings, db):
-            checkpoint = load_checkpoint(session, tailer.host, tailer.key)
-            files[str(tailer.path)] = {
-                "linesRead": checkpoint.lines_read if checkpoint else 0,
-                "recordsStored": checkpoint.records_stored if checkpoint else 0,
-                "duplicates": checkpoint.duplicates if checkpoint else 0,
-                "linesRejected": checkpoint.lines_rejected if checkpoint else 0,
-                "bytesBehind": tailer.behind(),
-            }
-        last_retention = retention.last_run(session)
+    """What the jobs recorded in the database, so that every worker of every replica can answer."""
+    settings = get_settings()
+    host = socket.gethostname()
+    with get_db().reading() as session:
+        runners = jobs.runners(session)
+        files = {}
+        for path in settings.tailed_files:
+            key = str(Path(path).absolute())
+            checkpoint = jobs.load_checkpoint(session, host, key)
+            files[key] = checkpoint.report() if checkpoint else jobs.Checkpoint(0, 0).report()
+        last_retention = jobs.last_run(session, "retention")
     return {
-        "runners": {name: lock.holder() for name, lock in _locks().items()},
+        "runners": {name: runners.get(name) for name in job_names(settings)},
         "files": files,
         "retention": {"retentionHours": settings.metrics_retention_hours, "lastRun": last_retention},
     }

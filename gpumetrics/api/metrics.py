@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 
-from flask import Response, request
+from flask import redirect, request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
-from .. import crawler, current_db, current_settings, ingest, store
-from ..schemas import RECORD_SCHEMAS, AggregateResult, IngestRejected, IngestResult, MetricsPage, MetricsQuery
+from ..http.auth import requires
+from ..records import crawler
+from ..records.schemas import RECORD_SCHEMAS
+from ..records.validate import as_items, validate
+from ..state import get_db, get_settings
+from ..store import queries
+from ..store.write import Stored, prepare, store_records
+from .schemas import AggregateQuery, AggregateResult, IngestRejected, IngestResult, MetricsPage, MetricsQuery
 
 blp = Blueprint("metrics", __name__, url_prefix="/metrics", description="Ingest and read GPU metric records.")
 
@@ -70,20 +76,6 @@ REQUEST_BODY = {
     },
 }
 
-PAGE_OR_AGGREGATE = {
-    "description": "A page of records; with `aggregate`, one AggregateResult.",
-    "content": {
-        "application/json": {
-            "schema": {
-                "oneOf": [
-                    {"$ref": "#/components/schemas/MetricsPage"},
-                    {"$ref": "#/components/schemas/AggregateResult"},
-                ]
-            }
-        }
-    },
-}
-
 RESULT_EXAMPLE = {"stored": 5, "duplicates": 1, "rejected": []}
 REJECTED_EXAMPLE = {
     "stored": 5,
@@ -93,14 +85,9 @@ REJECTED_EXAMPLE = {
 
 
 def document_records(spec) -> None:
-    """Put each kind's record schema in the OpenAPI components, for the request body."""
+    """Put each format's record schema in the OpenAPI components, for the request body."""
     for cls in INPUT_SCHEMAS:
         spec.components.schema(cls.__name__, schema=cls)
-    spec.components.schema("AggregateResult", schema=AggregateResult)
-
-
-def json_response(payload, status: int = 200) -> Response:
-    return Response(json.dumps(payload, separators=(",", ":")), status=status, mimetype="application/json")
 
 
 def _parse_body() -> list:
@@ -111,17 +98,30 @@ def _parse_body() -> list:
     except (ValueError, RecursionError) as error:
         abort(400, message=f"The body is not valid JSON: {error}")
     try:
-        items = ingest.as_items(body)
+        items = as_items(body)
     except ValueError as error:
         abort(400, message=f"The body must hold records: {error}.")
-    limit = current_settings().max_batch
+    limit = get_settings().max_batch
     if len(items) > limit:
         abort(413, message=f"At most {limit} records per request (MAX_BATCH); this one has {len(items)}.")
     return items
 
 
+def _rejection(result: dict, rejected: list) -> dict:
+    """The 422 answer: the ingest result, with the fields of every error answer."""
+    count = len(rejected)
+    return {
+        "code": 422,
+        "status": "Unprocessable Entity",
+        "message": f"{count} record{'s' * (count != 1)} rejected; the valid ones were stored.",
+        "errors": {str(item["index"]): item["errors"] for item in rejected},
+        **result,
+    }
+
+
 @blp.route("")
 class Metrics(MethodView):
+    @requires("ingest")
     @blp.doc(requestBody=REQUEST_BODY)
     @blp.response(201, IngestResult, description="Every record was stored or was a duplicate.", example=RESULT_EXAMPLE)
     @blp.alt_response(
@@ -135,47 +135,50 @@ class Metrics(MethodView):
     @blp.alt_response(415, description="The body is not application/json.")
     def post(self):
         """Store one record or a batch, in one transaction, ignoring duplicates."""
-        checked = ingest.validate(_parse_body())
-        stored = duplicates = 0
+        checked = validate(_parse_body())
+        stored = Stored()
         if checked.records:
-            prepared = store.prepare(checked.records)
-            with current_db().writing() as session:
-                stored, duplicates = store.insert(session, prepared)
-        result = {"stored": stored, "duplicates": duplicates, "rejected": checked.rejected}
-        if not checked.rejected:
-            return result, 201
-        rejected = len(checked.rejected)
-        return json_response(  # not through the 201 schema, which would drop the error fields
-            {
-                "code": 422,
-                "status": "Unprocessable Entity",
-                "message": f"{rejected} record{'s' * (rejected != 1)} rejected; the valid ones were stored.",
-                "errors": {str(item["index"]): item["errors"] for item in checked.rejected},
-                **result,
-            },
-            422,
-        )
+            batch = prepare(checked.records)
+            with get_db().writing() as session:
+                stored = store_records(session, batch)
+        result = {"stored": stored.stored, "duplicates": stored.duplicates, "rejected": checked.rejected}
+        if checked.rejected:
+            return _rejection(result, checked.rejected), 422
+        return result, 201
 
+    @requires("read")
     @blp.arguments(MetricsQuery, location="query")
-    @blp.response(200, MetricsPage, description="A page of records; with `aggregate`, one AggregateResult.")
-    @blp.doc(responses={"200": PAGE_OR_AGGREGATE})
+    @blp.response(200, MetricsPage, description="A page of records.")
+    @blp.alt_response(308, description="With `aggregate`: the same query at GET /metrics/aggregate.")
     def get(self, args):
-        """Page through records, oldest first, or compute one aggregate over them."""
-        filters = store.Filters.from_args(args)
-        with current_db().reading() as session:
-            if args.get("aggregate"):
-                value, count = store.aggregate(session, filters, args["aggregate"], args.get("field"))
-                return json_response(
-                    {
-                        "aggregate": args["aggregate"],
-                        "metric": args.get("metric"),
-                        "field": args.get("field"),
-                        "value": value,
-                        "count": count,
-                    }
+        """Page through records, oldest first."""
+        if args.get("aggregate"):
+            return redirect(url_for("metrics.Aggregate", **request.args.to_dict(flat=False)), 308)
+        try:
+            with get_db().reading() as session:
+                items, next_cursor = queries.page(
+                    session, queries.Filters.from_args(args), args["limit"], args["order"], args.get("cursor")
                 )
-            try:
-                items, next_cursor = store.page(session, filters, args["limit"], args["order"], args.get("cursor"))
-            except store.BadCursor as error:
-                abort(422, errors={"query": {"cursor": [str(error)]}})
-        return json_response({"items": items, "next": next_cursor})
+        except queries.BadCursor as error:
+            abort(422, errors={"query": {"cursor": [str(error)]}})
+        return {"items": items, "next": next_cursor}
+
+
+@blp.route("/aggregate")
+class Aggregate(MethodView):
+    @requires("read")
+    @blp.arguments(AggregateQuery, location="query")
+    @blp.response(200, AggregateResult)
+    def get(self, args):
+        """Compute one aggregate (avg, min, max, sum, count) over the filtered records."""
+        with get_db().reading() as session:
+            value, count = queries.aggregate(
+                session, queries.Filters.from_args(args), args["aggregate"], args.get("field")
+            )
+        return {
+            "aggregate": args["aggregate"],
+            "metric": args.get("metric"),
+            "field": args.get("field"),
+            "value": value,
+            "count": count,
+        }

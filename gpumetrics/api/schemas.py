@@ -1,0 +1,238 @@
+"""Marshmallow schemas of the API: query arguments and answers (records in are in records/)."""
+
+from __future__ import annotations
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+from ..kinds import FIELD_KINDS, GPU_INDEX_MAX, KINDS, MEASURED_FIELDS, NAME_MAX
+from ..records.schemas import Timestamp, text_rules
+
+AGGREGATES = ("avg", "min", "max", "sum", "count")
+
+
+class Shaped(fields.Nested):
+    """A value the store already built in the nested schema's shape: documented as that
+    schema, dumped as it is (marshmallow would cost more than the query for a page)."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return value
+
+
+class Rejection(Schema):
+    index = fields.Integer(
+        required=True, metadata={"description": "Position of the record in the request (0 for a single record)."}
+    )
+    errors = fields.Dict(
+        required=True,
+        metadata={"description": "Field name to its error messages."},
+    )
+
+
+class IngestResult(Schema):
+    """The answer of POST /metrics; on 422 it also carries the fields of every error answer."""
+
+    stored = fields.Integer(required=True, metadata={"description": "Records stored by this request."})
+    duplicates = fields.Integer(
+        required=True,
+        metadata={"description": "Valid records already stored earlier (same host, GPU, metric, timestamp, pid)."},
+    )
+    rejected = fields.List(fields.Nested(Rejection), required=True, metadata={"description": "Invalid records."})
+    code = fields.Integer(metadata={"description": "422, when some records were rejected."})
+    status = fields.String(metadata={"description": "Unprocessable Entity, when some records were rejected."})
+    message = fields.String(metadata={"description": "What was stored and rejected, when some records were rejected."})
+    errors = fields.Dict(metadata={"description": "Field errors by the record's index, when some were rejected."})
+
+
+class IngestRejected(IngestResult):
+    """The 422 of POST /metrics: the ingest result, in the shape of every error answer too."""
+
+    class Meta:
+        fields = ("stored", "duplicates", "rejected", "code", "status", "message", "errors")
+
+    code = fields.Integer(required=True, metadata={"description": "422."})
+    status = fields.String(required=True)
+    message = fields.String(required=True)
+    errors = fields.Dict(required=True, metadata={"description": "Field errors by the record's index."})
+
+
+def _record_out_fields() -> dict[str, fields.Field]:
+    out: dict[str, fields.Field] = {
+        "timestamp": fields.String(required=True, metadata={"description": "ISO 8601 UTC, ending in Z."}),
+        "gpuIndex": fields.Integer(allow_none=True, metadata={"description": "NVML index of the GPU."}),
+        "metric": fields.String(required=True, validate=validate.OneOf(list(KINDS))),
+        "host": fields.String(metadata={"description": "Host, when the record named one."}),
+        "uuid": fields.String(metadata={"description": "GPU UUID, when known."}),
+        "name": fields.String(metadata={"description": "GPU product name, when known."}),
+    }
+    for kind in KINDS.values():
+        for field in kind.fields:
+            if field.name not in out:
+                unit = f" ({field.unit})" if field.unit else ""
+                meta = {
+                    "description": f"{field.description}{unit} Present on {', '.join(FIELD_KINDS[field.name])} records."
+                }
+                cls = {"string": fields.String, "integer": fields.Integer, "number": fields.Float}[field.type]
+                out[field.name] = cls(metadata=meta)
+    return out
+
+
+StoredRecord = Schema.from_dict(_record_out_fields(), name="StoredRecord")
+
+
+class MetricsPage(Schema):
+    items = fields.List(Shaped(StoredRecord), required=True)
+    next = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Pass as `cursor` for the next page; null on the last page."},
+    )
+
+
+class AggregateResult(Schema):
+    aggregate = fields.String(required=True, validate=validate.OneOf(AGGREGATES))
+    metric = fields.String(required=True, allow_none=True)
+    field = fields.String(required=True, allow_none=True)
+    value = fields.Float(required=True, allow_none=True, metadata={"description": "Null when no record matched."})
+    count = fields.Integer(required=True, metadata={"description": "Records the value was computed over."})
+
+
+class Gpu(Schema):
+    gpuIndex = fields.Integer(required=True, allow_none=True)
+    host = fields.String(required=True, allow_none=True, metadata={"description": "Null for the local host."})
+    uuid = fields.String(required=True, allow_none=True)
+    name = fields.String(required=True, allow_none=True)
+    firstSeen = fields.String(required=True, metadata={"description": "Oldest record, ISO 8601 UTC."})
+    lastSeen = fields.String(required=True, metadata={"description": "Newest record, ISO 8601 UTC."})
+
+
+class GpuList(Schema):
+    gpus = fields.List(fields.Nested(Gpu), required=True)
+
+
+class FieldStats(Schema):
+    min = fields.Float(allow_none=True)
+    max = fields.Float(allow_none=True)
+    avg = fields.Float(allow_none=True)
+    last = fields.Raw(allow_none=True, metadata={"description": "Value of the newest record."})
+
+
+def _kind_stats(kind) -> type[Schema]:
+    per_field = Schema.from_dict(
+        {f.name: fields.Nested(FieldStats) for f in kind.fields if f.measured},
+        name=f"{kind.name.capitalize()}FieldStats",
+    )
+    return Schema.from_dict(
+        {
+            "count": fields.Integer(required=True),
+            "first": fields.String(required=True, metadata={"description": "Oldest record in the window."}),
+            "last": fields.String(required=True, metadata={"description": "Newest record in the window."}),
+            "fields": fields.Nested(per_field, required=True),
+        },
+        name=f"{kind.name.capitalize()}Stats",
+    )
+
+
+GpuMetricStats = Schema.from_dict(
+    {name: fields.Nested(_kind_stats(kind)) for name, kind in KINDS.items()}, name="GpuMetricStats"
+)
+
+
+class GpuStats(Gpu):
+    class Meta:
+        exclude = ("firstSeen", "lastSeen")
+
+    metrics = fields.Nested(GpuMetricStats, required=True)
+
+
+class StatsResult(Schema):
+    gpus = fields.List(fields.Nested(GpuStats), required=True)
+
+
+class Health(Schema):
+    status = fields.String(required=True, metadata={"description": "ok, or down."})
+    database = fields.String(
+        metadata={"description": "ok, or the reason it does not answer (only for readers when READ_API_KEYS is set)."}
+    )
+    version = fields.String()
+    jobs = fields.Dict(metadata={"description": "File tailers and retention, when this process runs the jobs."})
+
+
+class Window(Schema):
+    """Filters shared by the read endpoints."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    gpuIndex = fields.Integer(
+        validate=validate.Range(min=0, max=GPU_INDEX_MAX), metadata={"description": "Only this GPU index."}
+    )
+    host = fields.String(validate=text_rules(NAME_MAX), metadata={"description": "Only this host."})
+    uuid = fields.String(validate=text_rules(NAME_MAX), metadata={"description": "Only the GPU with this UUID."})
+    start = Timestamp(metadata={"description": "Records at or after this time (ISO 8601; naive means UTC)."})
+    end = Timestamp(metadata={"description": "Records at or before this time (ISO 8601; naive means UTC)."})
+
+
+class MetricsQuery(Window):
+    metric = fields.String(validate=validate.OneOf(list(KINDS)), metadata={"description": "Only this kind."})
+    limit = fields.Integer(
+        load_default=1000,
+        validate=validate.Range(min=1, max=10000),
+        metadata={"description": "Records per page, 1 to 10000."},
+    )
+    order = fields.String(
+        load_default="asc",
+        validate=validate.OneOf(["asc", "desc"]),
+        metadata={"description": "By timestamp: asc (oldest first) or desc."},
+    )
+    cursor = fields.String(validate=text_rules(200), metadata={"description": "The `next` of the previous page."})
+    aggregate = fields.String(
+        validate=validate.OneOf(AGGREGATES),
+        metadata={"description": "Moved to GET /metrics/aggregate: a request with it is redirected there (308)."},
+    )
+    field = fields.String(
+        validate=validate.OneOf(MEASURED_FIELDS),
+        metadata={"description": "Only with `aggregate`, which moved to GET /metrics/aggregate."},
+    )
+
+    @validates_schema
+    def _aggregate_needs(self, data, **kwargs):
+        check_aggregate(data)
+        if data.get("aggregate") is not None and data.get("cursor") is not None:
+            raise ValidationError("cursor does not apply to aggregates.", "cursor")
+
+
+class AggregateQuery(Window):
+    metric = fields.String(validate=validate.OneOf(list(KINDS)), metadata={"description": "Only this kind."})
+    aggregate = fields.String(
+        required=True,
+        validate=validate.OneOf(AGGREGATES),
+        metadata={"description": "The aggregate to compute over the filtered records."},
+    )
+    field = fields.String(
+        validate=validate.OneOf(MEASURED_FIELDS),
+        metadata={"description": "Field to aggregate; required except for count."},
+    )
+
+    @validates_schema
+    def _aggregate_needs(self, data, **kwargs):
+        check_aggregate(data)
+
+
+def check_aggregate(data: dict) -> None:
+    """An aggregate names a field of the kind, unless it counts records."""
+    field, metric, aggregate = data.get("field"), data.get("metric"), data.get("aggregate")
+    if field is not None and metric is not None and KINDS[metric].field(field) is None:
+        valid = ", ".join(f.name for f in KINDS[metric].fields if f.measured)
+        raise ValidationError(f"{field} is not a field of {metric}; valid: {valid}.", "field")
+    if aggregate is None:
+        if field is not None:
+            raise ValidationError("field is only used with aggregate.", "field")
+        return
+    if field is None and aggregate != "count":
+        raise ValidationError(f"{aggregate} needs a field; valid: {', '.join(MEASURED_FIELDS)}.", "field")
+    if field is not None and metric is None and len(FIELD_KINDS[field]) > 1:
+        raise ValidationError(f"{field} belongs to {', '.join(FIELD_KINDS[field])}: name one.", "metric")
+
+
+class StatsQuery(Window):
+    pass

@@ -1,0 +1,219 @@
+"""Everything that differs between SQLite and PostgreSQL, behind one interface.
+
+`backend_for(url)` picks the backend where the engine is made; the rest of the service
+asks it, and this is the only module that names a dialect.
+
+SQLite gets WAL (readers never wait for the writer), a busy timeout, and write
+transactions that start with BEGIN IMMEDIATE: a deferred transaction that turns into a
+writer can fail at once with SQLITE_BUSY, whereas IMMEDIATE waits its turn. Writers
+also queue on a file lock first. PostgreSQL connections are pinged before use, so a
+restarted server is survived, and rows arrive by COPY.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import tempfile
+import threading
+import weakref
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import BigInteger, Integer, create_engine, delete, event, func, select, text
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import Function
+
+from .locks import AdvisoryLock, FileLock, JobLock
+
+# SQLite makes only an INTEGER PRIMARY KEY the rowid alias (fast, auto-increment).
+ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+MIGRATION_LOCK_KEY = 0x67707530  # any constant: serialises migrations across replicas
+
+
+class Backend:
+    """The interface; each method says what the caller may rely on."""
+
+    name: str
+    # Retention probes each GPU's oldest row once without locks before the locked pass.
+    warm_up_before_locking: bool = False
+
+    def __init__(self, url: URL) -> None:
+        self.url = url
+
+    def create_engine(self) -> Engine:
+        raise NotImplementedError
+
+    @contextmanager
+    def write_turn(self) -> Iterator[None]:
+        """Held around every write transaction: a queue for writers, where one helps."""
+        yield
+
+    def lock_migrations(self, connection: Connection) -> None:
+        """Serialise schema upgrades of processes that start at once."""
+
+    def insert_rows(self, connection: Connection, table: str, columns: Sequence[str], rows: list[list[Any]]) -> int:
+        """Insert plain rows, skipping those that conflict; returns how many were added."""
+        raise NotImplementedError
+
+    def lock_hosts(self, session: Session, hosts: Iterable[str]) -> None:
+        """Serialise writers of one host's GPUs across replicas, in a fixed order."""
+
+    def sum(self, column: Any) -> Function:
+        return func.sum(column)
+
+    def delete_oldest(self, session: Session, table: Any, cutoff: int, batch: int) -> int:
+        """Delete up to `batch` rows of `table` with ts < cutoff, oldest first."""
+        oldest = select(table.c.id).where(table.c.ts < cutoff).order_by(table.c.ts).limit(batch)
+        return session.execute(delete(table).where(table.c.id.in_(oldest.scalar_subquery()))).rowcount
+
+    def job_lock(self, name: str, lock_path: str | None) -> JobLock:
+        """The lock that lets exactly one process of the deployment run job `name`."""
+        raise NotImplementedError
+
+    def dispose(self) -> None:
+        """Release what the backend holds beside the engine."""
+
+
+class SqliteBackend(Backend):
+    name = "sqlite"
+
+    def __init__(self, url: URL) -> None:
+        super().__init__(url)
+        file = url.database
+        self.file = Path(file) if file and file != ":memory:" else None
+        self._handles = threading.local()
+        self._open: list = []  # every thread's lock file, closed by dispose() or with this object
+        weakref.finalize(self, _close_all, self._open)
+
+    def create_engine(self) -> Engine:
+        engine = create_engine(self.url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+
+    @contextmanager
+    def write_turn(self) -> Iterator[None]:
+        """Writers queue on a file lock beside the database.
+
+        The kernel hands it over the moment it is free, whereas SQLite's busy handler
+        sleeps up to 100 ms between tries and can keep missing the short gaps a busy
+        writer (the tailer) leaves.
+        """
+        if self.file is None:
+            yield
+            return
+        handle = getattr(self._handles, "write_lock", None)
+        if handle is None:  # one open file per thread, so that the lock excludes threads too
+            handle = self._handles.write_lock = open(f"{self.file}.write.lock", "a+b")  # noqa: SIM115
+            self._open.append(handle)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def insert_rows(self, connection: Connection, table: str, columns: Sequence[str], rows: list[list[Any]]) -> int:
+        """One executemany on the driver: SQLAlchemy's per-row work would cost more than SQLite's insert."""
+        names = ", ".join(f'"{name}"' for name in columns)
+        markers = ", ".join("?" * len(columns))
+        cursor = connection.connection.driver_connection.cursor()
+        try:
+            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({markers}) ON CONFLICT DO NOTHING", rows)
+            return cursor.rowcount
+        finally:
+            cursor.close()
+
+    def sum(self, column: Any) -> Function:
+        return func.total(column)  # a float sum: SQLite's integer sum() raises on overflow
+
+    def job_lock(self, name: str, lock_path: str | None) -> JobLock:
+        if lock_path:
+            base = Path(lock_path)
+        elif self.file is not None:
+            base = self.file.absolute()
+        else:
+            digest = hashlib.sha1(str(self.url).encode()).hexdigest()[:12]
+            base = Path(tempfile.gettempdir()) / f"gpumetrics-{digest}"
+        return FileLock(base.with_name(f"{base.name}.{name}.lock"))
+
+    def dispose(self) -> None:
+        _close_all(self._open)
+        self._handles = threading.local()
+
+
+class PostgresBackend(Backend):
+    name = "postgresql"
+    warm_up_before_locking = True  # its deleted rows' index entries stay until vacuum
+
+    def create_engine(self) -> Engine:
+        return create_engine(self.url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+
+    def lock_migrations(self, connection: Connection) -> None:
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+
+    def insert_rows(self, connection: Connection, table: str, columns: Sequence[str], rows: list[list[Any]]) -> int:
+        """COPY into a session-local staging table, then one INSERT ... SELECT.
+
+        1.5 times the rate of executemany (bench/pg_insert_paths.py), and as idempotent.
+        """
+        names = ", ".join(columns)
+        staging = f"{table}_staging"
+        with connection.connection.driver_connection.cursor() as cursor:
+            cursor.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "
+                f"SELECT {names} FROM {table} WITH NO DATA"
+            )
+            with cursor.copy(f"COPY {staging} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} ON CONFLICT DO NOTHING")
+            added = cursor.rowcount
+            cursor.execute(f"TRUNCATE {staging}")  # the same transaction may insert again
+            return added
+
+    def lock_hosts(self, session: Session, hosts: Iterable[str]) -> None:
+        for host in sorted(set(hosts)):
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": zlib.crc32(host.encode())})
+
+    def delete_oldest(self, session: Session, table: Any, cutoff: int, batch: int) -> int:
+        # PostgreSQL plans `id IN (subquery)` as a scan of the whole table, each batch;
+        # `id = ANY(ARRAY(subquery))` walks the ts index (26 times faster, bench/retention.py).
+        sql = f"DELETE FROM {table.name} WHERE id = ANY(ARRAY(SELECT id FROM {table.name} WHERE ts < :cutoff ORDER BY ts LIMIT :n))"  # noqa: E501
+        return session.execute(text(sql), {"cutoff": cutoff, "n": batch}).rowcount
+
+    def job_lock(self, name: str, lock_path: str | None) -> JobLock:
+        return AdvisoryLock(self.url.render_as_string(hide_password=False), name)
+
+
+def backend_for(url: URL) -> Backend:
+    """The backend of a database URL (the settings accept only these two)."""
+    return SqliteBackend(url) if url.get_backend_name() == "sqlite" else PostgresBackend(url)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # Take transaction control from the driver so that BEGIN is ours to choose.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA cache_size = -65536")
+    cursor.close()
+
+
+def _sqlite_begin(conn) -> None:
+    writing = conn.get_execution_options().get("writing", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+
+def _close_all(handles: list) -> None:
+    while handles:
+        handles.pop().close()

@@ -1,0 +1,76 @@
+"""One engine per app (or job process), and the two ways to hold a session: reading and writing.
+
+Sessions are scoped here, outside the store functions that use them: one per request
+or per job batch. The backend (backends.py) supplies what differs between databases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from .backends import Backend, backend_for
+from .locks import JobLock
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class Database:
+    """The engine, its backend and the session factories."""
+
+    def __init__(self, url: str) -> None:
+        self.url = make_url(url)
+        self.backend: Backend = backend_for(self.url)
+        self.engine: Engine = self.backend.create_engine()
+        # Store functions find the backend in the session they are given.
+        self._read = sessionmaker(self.engine, info={"backend": self.backend})
+        self._write = sessionmaker(self.engine.execution_options(writing=True), info={"backend": self.backend})
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for queries; its transaction ends (rolled back) on exit."""
+        with self._read() as session:
+            yield session
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on error."""
+        with self.backend.write_turn(), self._write() as session, session.begin():
+            yield session
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Bring the schema up to date with the Alembic migrations.
+
+        Safe when several processes start at once: the migration runs in one write
+        transaction, under the backend's migration lock.
+        """
+        with self.engine.execution_options(writing=True).begin() as conn:
+            self.backend.lock_migrations(conn)
+            config = AlembicConfig()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+
+    def revision(self) -> str | None:
+        """The Alembic revision the database is at."""
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def job_lock(self, name: str, lock_path: str | None = None) -> JobLock:
+        return self.backend.job_lock(name, lock_path)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        self.backend.dispose()

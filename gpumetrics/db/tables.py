@@ -1,0 +1,115 @@
+"""The database tables, as SQLAlchemy Core tables in one MetaData.
+
+The records table takes one column per distinct field of the kind registry, so its
+shape follows kinds.py. Times are integer epoch microseconds (UTC).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+
+from ..kinds import COLUMNS
+from .backends import ID_TYPE as Id
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+_TYPES = {"number": Float, "integer": BigInteger, "string": lambda: String(255)}
+
+gpus = Table(
+    "gpus",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    # '' is the local host: seed records carry no host.
+    Column("host", String(255), nullable=False, server_default=""),
+    Column("gpu_index", Integer, nullable=True),
+    Column("uuid", String(255), nullable=True),
+    Column("name", String(255), nullable=True),
+    Column("first_seen", BigInteger, nullable=False),
+    Column("last_seen", BigInteger, nullable=False),
+    Index(None, "host", "gpu_index", unique=True),
+    Index(None, "host", "uuid"),
+)
+
+records = Table(
+    "records",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("gpu_id", Id, ForeignKey("gpus.id"), nullable=False),
+    Column("metric", String(16), nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    *(Column(name, _TYPES[field.type](), nullable=True) for name, field in COLUMNS.items()),
+)
+
+# The identity of a record (one sample of one kind of one GPU at one time; per pid for
+# process records). It makes re-sent records duplicates, and it is also the index
+# every per-GPU query ranges over.
+Index(
+    "uq_records_identity",
+    records.c.gpu_id,
+    records.c.metric,
+    records.c.ts,
+    func.coalesce(records.c.pid, -1),
+    unique=True,
+)
+Index("ix_records_ts", records.c.ts)
+
+# Where each tailed file was read up to. It is written in the same transaction as the
+# records its lines produced, so a restart resumes exactly there. A file belongs to the
+# host that reads it (replicas sharing a database each tail their own files).
+tail_files = Table(
+    "tail_files",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("host", String(255), nullable=False),
+    Column("path", String(1024), nullable=False),
+    Column("device", BigInteger, nullable=False),
+    Column("inode", BigInteger, nullable=False),
+    Column("position", BigInteger, nullable=False),
+    Column("line", BigInteger, nullable=False),
+    Column("lines_read", BigInteger, nullable=False),
+    Column("records_stored", BigInteger, nullable=False),
+    Column("duplicates", BigInteger, nullable=False),
+    Column("lines_rejected", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("bytes_behind", BigInteger, nullable=True),  # at the last poll, for /health
+    UniqueConstraint("host", "path"),
+)
+
+# The last run of each periodic job (retention), for /health.
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("started_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger, nullable=False),
+    Column("outcome", Text, nullable=False),
+)
+
+# Which process took each job last ("host:pid"), written when it takes the job's lock.
+job_runners = Table(
+    "job_runners",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("runner", String(255), nullable=False),
+    Column("since", BigInteger, nullable=False),
+)

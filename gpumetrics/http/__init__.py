@@ -1,0 +1,1 @@
+"""What every answer shares: keys, the error format, headers."""

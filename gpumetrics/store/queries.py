@@ -1,0 +1,255 @@
+"""Reads of stored records: pages, aggregates, GPUs, per-GPU statistics.
+
+Functions take a Session and never commit: the caller decides the transaction (one
+per request). Every per-GPU read ranges over the records' identity index.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from .. import times
+from ..db import backend_of
+from ..db.tables import gpus, records
+from ..kinds import COLUMNS, FIELD_KINDS, INT64_MAX, KINDS, Kind
+
+FIELD_COLUMN = {field.name: column for column, field in COLUMNS.items()}
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which records a read is about; None means no constraint."""
+
+    gpu_index: int | None = None
+    host: str | None = None
+    uuid: str | None = None
+    metric: str | None = None
+    start: int | None = None
+    end: int | None = None
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> Filters:
+        return cls(
+            gpu_index=args.get("gpuIndex"),
+            host=args.get("host"),
+            uuid=args.get("uuid"),
+            metric=args.get("metric"),
+            start=args.get("start"),
+            end=args.get("end"),
+        )
+
+
+class BadCursor(ValueError):
+    """A cursor that this service did not hand out, or for another order."""
+
+
+def _gpu_ids(session: Session, filters: Filters) -> list[int] | None:
+    """Ids of the GPUs the filters name, or None when they name no GPU."""
+    conditions = []
+    if filters.host is not None:
+        conditions.append(gpus.c.host == filters.host)
+    if filters.gpu_index is not None:
+        conditions.append(gpus.c.gpu_index == filters.gpu_index)
+    if filters.uuid is not None:
+        conditions.append(gpus.c.uuid == filters.uuid)
+    if not conditions:
+        return None
+    return list(session.scalars(select(gpus.c.id).where(*conditions)))
+
+
+def _where(session: Session, filters: Filters, metrics: Sequence[str] | None = None) -> list:
+    """Record conditions, phrased so every per-GPU read ranges over the identity index."""
+    conditions = []
+    ids = _gpu_ids(session, filters)
+    if ids is not None:
+        conditions.append(records.c.gpu_id.in_(ids))
+    if filters.metric is not None:
+        metrics = [filters.metric]
+    if metrics is not None:
+        conditions.append(records.c.metric.in_(metrics))
+    if filters.start is not None:
+        conditions.append(records.c.ts >= filters.start)
+    if filters.end is not None:
+        conditions.append(records.c.ts <= filters.end)
+    return conditions
+
+
+def _plain(value: Any) -> Any:
+    """Integral floats back to integers, so 40960 reads back as it was sent."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def record_out(row: Any) -> dict[str, Any]:
+    """A stored row (joined with its GPU) in the shape it was ingested in."""
+    out: dict[str, Any] = {"timestamp": times.to_iso(row.ts), "gpuIndex": row.gpu_index, "metric": row.metric}
+    if row.host:
+        out["host"] = row.host
+    if row.uuid is not None:
+        out["uuid"] = row.uuid
+    if row.name is not None:
+        out["name"] = row.name
+    for field in KINDS[row.metric].fields:
+        value = getattr(row, field.column)
+        if value is not None:
+            out[field.name] = _plain(value)
+    return out
+
+
+def _cursor(order: str, ts: int, row_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{order}:{ts}:{row_id}".encode()).decode().rstrip("=")
+
+
+def _parse_cursor(cursor: str, order: str) -> tuple[int, int]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        made_for, ts, row_id = text.split(":")
+        position = int(ts), int(row_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadCursor("Not a cursor this service handed out.") from None
+    if not all(-INT64_MAX - 1 <= number <= INT64_MAX for number in position):
+        raise BadCursor("Not a cursor this service handed out.")
+    if made_for != order:
+        raise BadCursor(f"This cursor continues order={made_for}.")
+    return position
+
+
+def page(
+    session: Session, filters: Filters, limit: int, order: str = "asc", cursor: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of records in (timestamp, id) order, and the cursor of the next page.
+
+    Keyset pagination: a page starts strictly after the last (timestamp, id) handed
+    out, so pages never repeat or skip a record, however many arrive in between.
+    """
+    conditions = _where(session, filters)
+    ts, row_id = records.c.ts, records.c.id
+    if cursor is not None:
+        after_ts, after_id = _parse_cursor(cursor, order)
+        if order == "asc":
+            conditions += [ts >= after_ts, or_(ts > after_ts, row_id > after_id)]
+        else:
+            conditions += [ts <= after_ts, or_(ts < after_ts, row_id < after_id)]
+    ordering = (ts.asc(), row_id.asc()) if order == "asc" else (ts.desc(), row_id.desc())
+    query = (
+        select(records, gpus.c.host, gpus.c.gpu_index, gpus.c.uuid, gpus.c.name)
+        .join(gpus, gpus.c.id == records.c.gpu_id)
+        .where(and_(True, *conditions))
+        .order_by(*ordering)
+        .limit(limit + 1)
+    )
+    rows = session.execute(query).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [record_out(row) for row in rows]
+    next_cursor = _cursor(order, rows[-1].ts, rows[-1].id) if more else None
+    return items, next_cursor
+
+
+def aggregate(session: Session, filters: Filters, function: str, field: str | None) -> tuple[float | None, int]:
+    """(value, count) of one aggregate over the filtered records; value None if none."""
+    if field is None:
+        count = session.scalar(select(func.count()).select_from(records).where(and_(True, *_where(session, filters))))
+        return (float(count) if function == "count" else None), count
+    column = records.c[FIELD_COLUMN[field]]
+    conditions = _where(session, filters, FIELD_KINDS[field])
+    sql_function = {
+        "avg": func.avg,
+        "min": func.min,
+        "max": func.max,
+        "sum": backend_of(session).sum,
+        "count": func.count,
+    }[function]
+    value, count = session.execute(
+        select(sql_function(column), func.count(column)).where(and_(True, *conditions))
+    ).one()
+    if count == 0:
+        return None, 0
+    return float(value), count
+
+
+def gpu_list(session: Session) -> list[dict[str, Any]]:
+    """Every GPU that has records, with the time range they cover."""
+    rows = session.execute(select(gpus).order_by(gpus.c.host, gpus.c.gpu_index, gpus.c.id))
+    return [
+        {**_gpu_out(row), "firstSeen": times.to_iso(row.first_seen), "lastSeen": times.to_iso(row.last_seen)}
+        for row in rows
+    ]
+
+
+def _gpu_out(row: Any) -> dict[str, Any]:
+    return {"gpuIndex": row.gpu_index, "host": row.host or None, "uuid": row.uuid, "name": row.name}
+
+
+def stats(session: Session, filters: Filters) -> list[dict[str, Any]]:
+    """Per GPU and kind: count, first, last, and min/max/avg/last of each field.
+
+    One grouped query per kind, over that kind's own columns: half the work of one
+    query over every column (bench/query.py).
+    """
+    window = _where(session, filters)
+    by_gpu: dict[int, dict[str, Any]] = {}
+    for kind in KINDS.values():
+        if filters.metric in (None, kind.name):
+            for gpu_id, summary in _kind_stats(session, kind, window).items():
+                by_gpu.setdefault(gpu_id, {})[kind.name] = summary
+    gpu_rows = session.execute(
+        select(gpus).where(gpus.c.id.in_(by_gpu)).order_by(gpus.c.host, gpus.c.gpu_index, gpus.c.id)
+    )
+    return [{**_gpu_out(row), "metrics": by_gpu[row.id]} for row in gpu_rows]
+
+
+def _kind_stats(session: Session, kind: Kind, window: list) -> dict[int, dict[str, Any]]:
+    """The statistics of one kind, by GPU id."""
+    measured = [field for field in kind.fields if field.measured]
+    conditions = and_(records.c.metric == kind.name, *window)
+    summary = [
+        function(records.c[field.column]).label(f"{name}_{field.column}")
+        for field in measured
+        for name, function in (("min", func.min), ("max", func.max), ("avg", func.avg))
+    ]
+    grouped = session.execute(
+        select(records.c.gpu_id, func.count().label("count"), func.min(records.c.ts).label("first"))
+        .add_columns(func.max(records.c.ts).label("last"), *summary)
+        .where(conditions)
+        .group_by(records.c.gpu_id)
+    ).all()
+    if not grouped:
+        return {}
+    newest = (
+        select(records.c.gpu_id, func.max(records.c.ts).label("ts")).where(conditions).group_by(records.c.gpu_id)
+    ).subquery()
+    last_values = {
+        row.gpu_id: row  # ordered by id: the highest id wins among equal times
+        for row in session.execute(
+            select(records)
+            .join(newest, and_(records.c.gpu_id == newest.c.gpu_id, records.c.ts == newest.c.ts))
+            .where(records.c.metric == kind.name)
+            .order_by(records.c.id)
+        )
+    }
+    return {
+        row.gpu_id: {
+            "count": row.count,
+            "first": times.to_iso(row.first),
+            "last": times.to_iso(row.last),
+            "fields": {field.name: _field_stats(row, last_values[row.gpu_id], field.column) for field in measured},
+        }
+        for row in grouped
+    }
+
+
+def _field_stats(row: Any, newest: Any, column: str) -> dict[str, Any]:
+    average = row._mapping[f"avg_{column}"]
+    return {
+        "min": _plain(row._mapping[f"min_{column}"]),
+        "max": _plain(row._mapping[f"max_{column}"]),
+        "avg": None if average is None else float(average),  # PostgreSQL: numeric
+        "last": _plain(getattr(newest, column)),
+    }

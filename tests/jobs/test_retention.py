@@ -1,0 +1,53 @@
+"""Retention: the cut-off, bounded batches, GPUs that lose every record, /health."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from samples import iso, record
+
+from gpumetrics.jobs import retention
+from gpumetrics.state import app_state
+from gpumetrics.store import retention as expiry
+
+
+def test_purge_deletes_exactly_what_is_older_than_the_window_in_bounded_batches(app, client, monkeypatch):
+    now = datetime.now(UTC)
+    old = [
+        record("power", gpu=g, timestamp=iso(now - timedelta(hours=3, seconds=s))) for g in (0, 1) for s in range(25)
+    ]
+    young = [record("power", gpu=0, timestamp=iso(now - timedelta(hours=1, seconds=s))) for s in range(5)]
+    client.post("/metrics", json=old + young + [record("memory", gpu=5, timestamp=iso(now - timedelta(hours=4)))])
+    sizes = []
+    real_delete = expiry.delete_expired
+
+    def counting(session, cutoff, batch):
+        gone = real_delete(session, cutoff, batch)
+        sizes.append(gone)
+        return gone
+
+    monkeypatch.setattr(expiry, "delete_expired", counting)
+    deleted = retention.purge(app_state(app).db, retention_hours=2, batch=7, pause=0)
+    assert deleted == 51
+    assert sizes == [7, 7, 7, 7, 7, 7, 7, 2]
+    left = client.get("/metrics", query_string={"limit": 100}).get_json()["items"]
+    assert sorted(r["timestamp"] for r in left) == sorted(r["timestamp"] for r in young)
+    gpus = client.get("/gpus").get_json()["gpus"]
+    assert [g["gpuIndex"] for g in gpus] == [0], "GPUs with no records left are forgotten"
+    assert gpus[0]["firstSeen"] == min(r["timestamp"] for r in young).replace(".000000", "")
+
+
+def test_nothing_to_delete_is_one_short_batch(app, client):
+    client.post("/metrics", json=record("power", timestamp=iso(datetime.now(UTC))))
+    assert retention.purge(app_state(app).db, retention_hours=1) == 0
+    assert len(client.get("/metrics").get_json()["items"]) == 1
+
+
+def test_health_shows_the_last_run(app, client):
+    assert client.get("/health").get_json()["jobs"]["retention"]["lastRun"] is None
+    client.post("/metrics", json=record("power", timestamp="2001-01-01T00:00:00Z"))
+    retention.purge(app_state(app).db, retention_hours=168)
+    run = client.get("/health").get_json()["jobs"]["retention"]
+    assert run["retentionHours"] == 168
+    assert run["lastRun"]["deleted"] == 1 and run["lastRun"]["batches"] == 1
+    assert run["lastRun"]["finishedAt"].endswith("Z")
