@@ -78,8 +78,11 @@ def _log_level(text: str) -> str:
 
 
 def _database_url(text: str) -> str:
+    """A URL the service can open: a SQLite file, or PostgreSQL through psycopg (version 3)."""
     value = text.strip()
-    if not value.startswith(("sqlite://", "postgresql")):
+    sqlite_file = value.startswith("sqlite:///") and len(value) > len("sqlite:///")
+    postgres = value.startswith("postgresql+psycopg://") and len(value) > len("postgresql+psycopg://")
+    if not (sqlite_file or postgres):
         raise ValueError
     return value
 
@@ -107,6 +110,9 @@ def setting(env: str, default: str, parse: Callable[[str], Any], accepts: str, h
 class Settings:
     """The parsed settings; build with `load()`, or `load({...})` in tests."""
 
+    host: str = setting(
+        "HOST", "0.0.0.0", _text, "an IP address to listen on", "Address gunicorn (and `python wsgi.py`) listens on."
+    )
     port: int = setting(
         "PORT", "8080", _integer(1, 65535), "a port from 1 to 65535", "Port gunicorn (and `python wsgi.py`) listens on."
     )
@@ -115,11 +121,21 @@ class Settings:
         "DATABASE_URL",
         "sqlite:///./metrics.db",
         _database_url,
-        "a sqlite:/// or postgresql+psycopg:// URL",
+        "sqlite:///PATH (a file) or postgresql+psycopg://USER@HOST:PORT/DATABASE",
         "Where records are stored; a relative SQLite path is relative to the working directory.",
+    )
+    database_wait_sec: float = setting(
+        "DATABASE_WAIT_SEC",
+        "60",
+        _number(0),
+        "a number of seconds of at least 0",
+        "How long the start waits for a database that refuses connections (PostgreSQL starting beside it).",
     )
     log_level: str = setting(
         "LOG_LEVEL", "INFO", _log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL", "Log level of the service."
+    )
+    access_log: bool = setting(
+        "ACCESS_LOG", "true", _boolean, "true or false", "One log line per request: method, path, status, duration."
     )
     max_body_bytes: int = setting(
         "MAX_BODY_BYTES",
@@ -134,6 +150,13 @@ class Settings:
         _integer(1, 1_000_000),
         "an integer from 1 to 1000000",
         "Most records accepted in one POST; more get 413.",
+    )
+    max_clock_skew_sec: float | None = setting(
+        "MAX_CLOCK_SKEW_SEC",
+        "3600",
+        _off_or(_number(0)),
+        "a number of seconds of at least 0 (0 turns the check off)",
+        "Records timestamped further ahead of the server's clock than this are rejected.",
     )
     ingest_api_keys: tuple[str, ...] = setting(
         "INGEST_API_KEYS",

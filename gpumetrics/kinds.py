@@ -14,6 +14,7 @@ MAGNITUDE = 1e15
 INT64_MAX = 2**63 - 1  # what both databases store in a BIGINT
 GPU_INDEX_MAX = 2**31 - 1
 NAME_MAX = 255  # host names, UUIDs, product names
+TEXT_MAX = 65_536  # the crawler's free text: kernel names joined over a window, tags
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Field:
     max_length: int | None = None
     identifies: bool = False  # part of the record's identity (pid): not a measurement
     min_length: int = 0
+    cut: bool = False  # longer text is stored cut to max_length, with a warning, not rejected
 
     @property
     def low(self) -> float:
@@ -71,8 +73,12 @@ def _mhz(name: str, column: str, what: str, required: bool = True) -> Field:
     return Field(name, column, "number", "MHz", what, minimum=0, required=required)
 
 
-def _text(name: str, column: str, what: str) -> Field:
+def _name(name: str, column: str, what: str) -> Field:
     return Field(name, column, "string", "", what, required=False, max_length=NAME_MAX)
+
+
+def _text(name: str, column: str, what: str) -> Field:
+    return Field(name, column, "string", "", what, required=False, max_length=TEXT_MAX, cut=True)
 
 
 # The fields every canonical record has besides those of its kind.
@@ -81,9 +87,9 @@ IDENTITY: tuple[Field, ...] = (
     Field(
         "gpuIndex", "gpu_index", "integer", "", "NVML index of the GPU on its host.", minimum=0, maximum=GPU_INDEX_MAX
     ),
-    _text("host", "host", "Host the GPU is in; records without one belong to the local host."),
-    _text("uuid", "uuid", "NVML UUID of the GPU."),
-    _text("name", "name", "Product name of the GPU."),
+    _name("host", "host", "Host the GPU is in; records without one belong to the local host."),
+    _name("uuid", "uuid", "NVML UUID of the GPU."),
+    _name("name", "name", "Product name of the GPU."),
 )
 
 
@@ -110,7 +116,7 @@ KINDS: dict[str, Kind] = {
         Kind(
             "temperature",
             "GPU core temperature.",
-            (Field("celsius", "celsius", "number", "°C", "Core temperature."),),
+            (Field("celsius", "celsius", "number", "°C", "Core temperature.", minimum=-273.15),),
         ),
         Kind(
             "power",

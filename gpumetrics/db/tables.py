@@ -21,7 +21,7 @@ from sqlalchemy import (
     func,
 )
 
-from ..kinds import COLUMNS
+from ..kinds import COLUMNS, NAME_MAX, Field
 from .backends import ID_TYPE as Id
 
 metadata = MetaData(
@@ -33,7 +33,13 @@ metadata = MetaData(
     }
 )
 
-_TYPES = {"number": Float, "integer": BigInteger, "string": lambda: String(255)}
+
+
+def _column_type(field: Field):
+    if field.type == "string":
+        return Text() if field.max_length is None or field.max_length > NAME_MAX else String(field.max_length)
+    return {"number": Float, "integer": BigInteger}[field.type]()
+
 
 gpus = Table(
     "gpus",
@@ -57,7 +63,7 @@ records = Table(
     Column("gpu_id", Id, ForeignKey("gpus.id"), nullable=False),
     Column("metric", String(16), nullable=False),
     Column("ts", BigInteger, nullable=False),
-    *(Column(name, _TYPES[field.type](), nullable=True) for name, field in COLUMNS.items()),
+    *(Column(name, _column_type(field), nullable=True) for name, field in COLUMNS.items()),
 )
 
 # The identity of a record (one sample of one kind of one GPU at one time; per pid for
