@@ -76,7 +76,8 @@ def fresh_postgres_schema() -> Iterator[str]:
 
 @pytest.fixture
 def settings(database_url: str) -> config.Settings:
-    return config.load({"DATABASE_URL": database_url})
+    """The defaults on a fresh database, but retention off: the sample records are from 2025."""
+    return config.load({"DATABASE_URL": database_url, "METRICS_RETENTION_HOURS": "0"})
 
 
 @pytest.fixture
@@ -84,6 +85,20 @@ def app(settings):
     app = create_app(settings)
     yield app
     app_state(app).db.dispose()
+
+
+@pytest.fixture
+def make_app(settings):
+    """Apps on the test's database with some settings changed; each is disposed after the test."""
+    made = []
+
+    def make(**changes):
+        made.append(create_app(settings.replace(**changes)))
+        return made[-1]
+
+    yield make
+    for app in made:
+        app_state(app).db.dispose()
 
 
 @pytest.fixture
@@ -109,16 +124,16 @@ def wait_for(condition, timeout: float = 60, every: float = 0.05):
 
 
 class Server:
-    """A real gunicorn master started with the Dockerfile's command."""
+    """A real gunicorn master started with the Dockerfile's command, from the checkout at `root`."""
 
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+    def __init__(self, env: dict[str, str], cwd: Path, root: Path = ROOT) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = cwd / f"gunicorn-{self.port}.log"
         full_env = {**os.environ, **env, "PORT": str(self.port)}
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                GUNICORN, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                GUNICORN, cwd=root, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
 
     def worker_pids(self) -> set[int]:

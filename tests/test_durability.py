@@ -303,7 +303,10 @@ def test_sigkill_mid_stream_loses_and_doubles_no_acknowledged_record(gunicorn, d
     # The crawler resends the batch whose upload was cut off: half a body stored nothing.
     with requests.Session() as http:
         response = http.post(second.url + "/metrics", json=halfway.records, timeout=15)
-    assert (response.status_code, response.json()) == (201, {"stored": BATCH, "duplicates": 0, "rejected": []})
+    assert (response.status_code, response.json()) == (
+        201,
+        {"stored": BATCH, "duplicates": 0, "rejected": [], "warnings": []},
+    )
     halfway.answer, halfway.acked_at = response.json(), time.monotonic()
 
     batches = [*stream.batches(), halfway]
@@ -322,7 +325,10 @@ def test_sigkill_mid_stream_loses_and_doubles_no_acknowledged_record(gunicorn, d
     with requests.Session() as http:
         for batch in replayed:
             response = http.post(second.url + "/metrics", json=batch.records, timeout=15)
-            assert (response.status_code, response.json()) == (201, {"stored": 0, "duplicates": BATCH, "rejected": []})
+            assert (response.status_code, response.json()) == (
+                201,
+                {"stored": 0, "duplicates": BATCH, "rejected": [], "warnings": []},
+            )
 
     sent = {identity(r): r for b in batches for r in b.records}
     items = read_back(second.url)

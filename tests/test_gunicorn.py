@@ -24,7 +24,7 @@ def test_gunicorn_with_two_workers_stores_and_answers(gunicorn):
         assert [a.status_code for a in answers] == [201] * len(answers)
         assert sum(a.json()["stored"] for a in answers) == len(batch)
         again = http.post(server.url + "/metrics", json=batch[:100], timeout=30).json()
-        assert again == {"stored": 0, "duplicates": 100, "rejected": []}
+        assert again == {"stored": 0, "duplicates": 100, "rejected": [], "warnings": []}
         items, cursor = [], None
         while True:
             page = http.get(

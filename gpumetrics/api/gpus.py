@@ -8,7 +8,7 @@ from flask_smorest import Blueprint
 from ..http.auth import requires
 from ..state import get_db
 from ..store import queries
-from .schemas import GpuList
+from .schemas import GpuList, GpusQuery
 
 blp = Blueprint("gpus", __name__, url_prefix="/gpus", description="The GPUs the service has records of.")
 
@@ -16,8 +16,9 @@ blp = Blueprint("gpus", __name__, url_prefix="/gpus", description="The GPUs the 
 @blp.route("")
 class Gpus(MethodView):
     @requires("read")
+    @blp.arguments(GpusQuery, location="query")
     @blp.response(200, GpuList)
-    def get(self):
-        """List every GPU with records, and the time range they cover."""
+    def get(self, args):
+        """List every GPU with records (of a host, an index, a UUID), and the time range they cover."""
         with get_db().reading() as session:
-            return {"gpus": queries.gpu_list(session)}
+            return {"gpus": queries.gpu_list(session, queries.Filters.from_args(args))}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import json
+import logging
+import zlib
 
 from flask import redirect, request, url_for
 from flask.views import MethodView
@@ -10,13 +11,15 @@ from flask_smorest import Blueprint, abort
 
 from ..http.auth import requires
 from ..records import crawler
+from ..records.jsonparse import loads
 from ..records.schemas import RECORD_SCHEMAS
-from ..records.validate import as_items, validate
+from ..records.validate import Checked, TimeWindow, as_items, describe, validate
 from ..state import get_db, get_settings
 from ..store import queries
 from ..store.write import Stored, prepare, store_records
 from .schemas import AggregateQuery, AggregateResult, IngestRejected, IngestResult, MetricsPage, MetricsQuery
 
+log = logging.getLogger(__name__)
 blp = Blueprint("metrics", __name__, url_prefix="/metrics", description="Ingest and read GPU metric records.")
 
 SEED_EXAMPLE = {
@@ -76,11 +79,21 @@ REQUEST_BODY = {
     },
 }
 
-RESULT_EXAMPLE = {"stored": 5, "duplicates": 1, "rejected": []}
+RESULT_EXAMPLE = {
+    "stored": 5,
+    "duplicates": 1,
+    "rejected": [],
+    "warnings": [{"index": 3, "field": "kernelName", "message": "cut to 65536 characters"}],
+}
 REJECTED_EXAMPLE = {
+    "code": 422,
+    "status": "Unprocessable Entity",
+    "message": "5 of 6 records stored; 1 rejected",
+    "errors": {"2": {"celsius": ["Not a valid number."]}},
     "stored": 5,
     "duplicates": 0,
     "rejected": [{"index": 2, "errors": {"celsius": ["Not a valid number."]}}],
+    "warnings": [],
 }
 
 
@@ -90,31 +103,60 @@ def document_records(spec) -> None:
         spec.components.schema(cls.__name__, schema=cls)
 
 
+def _body() -> bytes:
+    """The request body, decompressed when it is gzip, never more than MAX_BODY_BYTES of it."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    data = request.get_data(cache=False)
+    if encoding in ("", "identity"):
+        return data
+    if encoding not in ("gzip", "x-gzip"):
+        abort(415, message=f"Content-Encoding {encoding!r} is not supported: send the body as it is, or gzip.")
+    limit = get_settings().max_body_bytes
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        body = inflater.decompress(data, limit + 1)
+    except zlib.error as error:
+        abort(400, message=f"The body is not valid gzip: {error}.")
+    if len(body) > limit:
+        abort(413, message=f"The body, decompressed, is larger than MAX_BODY_BYTES={limit} bytes.")
+    if not inflater.eof:
+        abort(400, message="The body is not valid gzip: it ends early.")
+    return body
+
+
 def _parse_body() -> list:
     if not request.is_json:
         abort(415, message="Send records as application/json.")
+    body = _body()
     try:
-        body = json.loads(request.get_data(cache=False))
+        parsed = loads(body)
     except (ValueError, RecursionError) as error:
         abort(400, message=f"The body is not valid JSON: {error}")
     try:
-        items = as_items(body)
+        items = as_items(parsed)
     except ValueError as error:
         abort(400, message=f"The body must hold records: {error}.")
     limit = get_settings().max_batch
     if len(items) > limit:
-        abort(413, message=f"At most {limit} records per request (MAX_BATCH); this one has {len(items)}.")
+        abort(413, message=f"At most {limit} records per request (MAX_BATCH={limit}); this one has {len(items)}.")
     return items
 
 
-def _rejection(result: dict, rejected: list) -> dict:
+def _rejection(result: dict, checked: Checked, total: int) -> dict:
     """The 422 answer: the ingest result, with the fields of every error answer."""
-    count = len(rejected)
+    rejected = len(checked.rejected)
+    log.warning(
+        "POST /metrics from %s: %d of %d records rejected; first: %s",
+        request.remote_addr,
+        rejected,
+        total,
+        describe(checked.rejected[:1]),
+    )
     return {
         "code": 422,
         "status": "Unprocessable Entity",
-        "message": f"{count} record{'s' * (count != 1)} rejected; the valid ones were stored.",
-        "errors": {str(item["index"]): item["errors"] for item in rejected},
+        "message": f"{total - rejected} of {total} records stored; {rejected} rejected",
+        "errors": {str(item["index"]): item["errors"] for item in checked.rejected},
         **result,
     }
 
@@ -135,15 +177,21 @@ class Metrics(MethodView):
     @blp.alt_response(415, description="The body is not application/json.")
     def post(self):
         """Store one record or a batch, in one transaction, ignoring duplicates."""
-        checked = validate(_parse_body())
+        items = _parse_body()
+        checked = validate(items, TimeWindow.from_settings(get_settings()))
         stored = Stored()
         if checked.records:
             batch = prepare(checked.records)
             with get_db().writing() as session:
                 stored = store_records(session, batch)
-        result = {"stored": stored.stored, "duplicates": stored.duplicates, "rejected": checked.rejected}
+        result = {
+            "stored": stored.stored,
+            "duplicates": stored.duplicates,
+            "rejected": checked.rejected,
+            "warnings": checked.warnings,
+        }
         if checked.rejected:
-            return _rejection(result, checked.rejected), 422
+            return _rejection(result, checked, len(items)), 422
         return result, 201
 
     @requires("read")

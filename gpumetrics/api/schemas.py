@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from ..kinds import FIELD_KINDS, GPU_INDEX_MAX, KINDS, MEASURED_FIELDS, NAME_MAX
 from ..records.schemas import Timestamp, text_rules
@@ -28,6 +30,12 @@ class Rejection(Schema):
     )
 
 
+class Warning(Schema):
+    index = fields.Integer(required=True, metadata={"description": "Position of the record in the request."})
+    field = fields.String(required=True, metadata={"description": "The field the warning is about."})
+    message = fields.String(required=True, metadata={"description": "What was done, e.g. cut to 65536 characters."})
+
+
 class IngestResult(Schema):
     """The answer of POST /metrics; on 422 it also carries the fields of every error answer."""
 
@@ -37,6 +45,11 @@ class IngestResult(Schema):
         metadata={"description": "Valid records already stored earlier (same host, GPU, metric, timestamp, pid)."},
     )
     rejected = fields.List(fields.Nested(Rejection), required=True, metadata={"description": "Invalid records."})
+    warnings = fields.List(
+        fields.Nested(Warning),
+        required=True,
+        metadata={"description": "Records stored with a change, e.g. free text cut to its limit."},
+    )
     code = fields.Integer(metadata={"description": "422, when some records were rejected."})
     status = fields.String(metadata={"description": "Unprocessable Entity, when some records were rejected."})
     message = fields.String(metadata={"description": "What was stored and rejected, when some records were rejected."})
@@ -47,7 +60,7 @@ class IngestRejected(IngestResult):
     """The 422 of POST /metrics: the ingest result, in the shape of every error answer too."""
 
     class Meta:
-        fields = ("stored", "duplicates", "rejected", "code", "status", "message", "errors")
+        fields = ("stored", "duplicates", "rejected", "warnings", "code", "status", "message", "errors")
 
     code = fields.Integer(required=True, metadata={"description": "422."})
     status = fields.String(required=True)
@@ -61,7 +74,12 @@ def _record_out_fields() -> dict[str, fields.Field]:
         "gpuIndex": fields.Integer(allow_none=True, metadata={"description": "NVML index of the GPU."}),
         "metric": fields.String(required=True, validate=validate.OneOf(list(KINDS))),
         "host": fields.String(metadata={"description": "Host, when the record named one."}),
-        "uuid": fields.String(metadata={"description": "GPU UUID, when known."}),
+        "uuid": fields.String(
+            allow_none=True,
+            metadata={
+                "description": "GPU UUID, when known; null (with gpuIndex null) for a record of its host without a GPU."
+            },
+        ),
         "name": fields.String(metadata={"description": "GPU product name, when known."}),
     }
     for kind in KINDS.values():
@@ -157,19 +175,80 @@ class Health(Schema):
     jobs = fields.Dict(metadata={"description": "File tailers and retention, when this process runs the jobs."})
 
 
-class Window(Schema):
-    """Filters shared by the read endpoints."""
+# The crawler's and its web front end's names of the filters, accepted on every read.
+ALIASES = {"hostname": "host", "gpuId": "uuid"}
 
-    class Meta:
-        unknown = EXCLUDE
+
+class Query(Schema):
+    """Query arguments, taken as given: an unknown name, or a one-value parameter given
+    twice, is a 422 naming it, never silently ignored."""
+
+    @pre_load
+    def _as_given(self, data, **kwargs):
+        given = getattr(data, "data", data)  # webargs' proxy of the request's MultiDict
+        out: dict[str, Any] = {}
+        errors: dict[str, list[str]] = {}
+        for name in dict.fromkeys(given):
+            target = ALIASES.get(name, name) if ALIASES.get(name) in self.fields else name
+            values = given.getlist(name) if hasattr(given, "getlist") else [given[name]]
+            field = self.fields.get(target)
+            if field is None or field.dump_only:
+                errors[name] = [f"Unknown parameter; accepted: {self._accepted()}."]
+            elif target in out:
+                errors[name] = [f"Names the same parameter as {target}: give one of them."]
+            elif isinstance(field, fields.List):
+                out[target] = values
+            elif len(values) > 1:
+                errors[name] = [f"Given {len(values)} times; takes one value."]
+            else:
+                out[target] = values[0]
+        if errors:
+            raise ValidationError(errors)
+        return out
+
+    def _accepted(self) -> str:
+        names = sorted(self.fields)
+        aliases = [f"{alias} (for {name})" for alias, name in ALIASES.items() if name in self.fields]
+        return ", ".join(names + aliases)
+
+
+class GpuFilters(Query):
+    """Which GPUs: by index, host, UUID."""
 
     gpuIndex = fields.Integer(
-        validate=validate.Range(min=0, max=GPU_INDEX_MAX), metadata={"description": "Only this GPU index."}
+        validate=validate.Range(min=0, max=GPU_INDEX_MAX),
+        metadata={"description": "Only this GPU index.", "example": 0},
     )
-    host = fields.String(validate=text_rules(NAME_MAX), metadata={"description": "Only this host."})
-    uuid = fields.String(validate=text_rules(NAME_MAX), metadata={"description": "Only the GPU with this UUID."})
-    start = Timestamp(metadata={"description": "Records at or after this time (ISO 8601; naive means UTC)."})
-    end = Timestamp(metadata={"description": "Records at or before this time (ISO 8601; naive means UTC)."})
+    host = fields.String(
+        validate=text_rules(NAME_MAX),
+        metadata={"description": "Only this host (also accepted as `hostname`).", "example": "trainer-01"},
+    )
+    uuid = fields.String(
+        validate=text_rules(NAME_MAX),
+        metadata={"description": "Only the GPU with this UUID (also accepted as `gpuId`).", "example": "GPU-abc-uuid"},
+    )
+
+
+class Window(GpuFilters):
+    """Filters shared by the read endpoints: GPUs and a time window."""
+
+    start = Timestamp(
+        metadata={
+            "description": "Records at or after this time (ISO 8601; naive means UTC).",
+            "example": "2025-12-01T18:00:00Z",
+        }
+    )
+    end = Timestamp(
+        metadata={
+            "description": "Records at or before this time (ISO 8601; naive means UTC).",
+            "example": "2025-12-01T19:00:00Z",
+        }
+    )
+
+    @validates_schema
+    def _start_before_end(self, data, **kwargs):
+        if data.get("start") is not None and data.get("end") is not None and data["start"] > data["end"]:
+            raise ValidationError("start is after end.", "start")
 
 
 class MetricsQuery(Window):
@@ -235,4 +314,10 @@ def check_aggregate(data: dict) -> None:
 
 
 class StatsQuery(Window):
+    metric = fields.String(
+        validate=validate.OneOf(list(KINDS)), metadata={"description": "Only this kind.", "example": "utilization"}
+    )
+
+
+class GpusQuery(GpuFilters):
     pass

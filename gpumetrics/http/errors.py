@@ -11,7 +11,7 @@ import logging
 import re
 import uuid
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 from flask_smorest import Api
 from marshmallow import Schema, fields
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -39,11 +39,29 @@ class ApiWithOneErrorFormat(Api):
     def handle_http_exception(self, error: HTTPException):
         payload, code, headers = super().handle_http_exception(error)
         payload.setdefault("message", error.description or error.name)
+        if code == 413 and not getattr(error, "data", None):  # werkzeug's, from MAX_CONTENT_LENGTH
+            payload["message"] = (
+                f"The body is larger than MAX_BODY_BYTES={current_app.config['MAX_CONTENT_LENGTH']} bytes."
+            )
+        if code == 422 and isinstance(payload.get("errors", {}).get("query"), dict):
+            payload["message"] = _with_values(payload["errors"]["query"])
         # Keep what the exception says about itself, such as a 405's Allow.
         headers = {**{k: v for k, v in error.get_headers() if k.lower() != "content-type"}, **(headers or {})}
         if code >= 500:
             payload["message"] = f"Internal error; quote request id {g.get('request_id', '-')}."
         return payload, code, headers
+
+
+def _with_values(problems: dict) -> str:
+    """Each query parameter's messages end with the value it got; the message says the first."""
+    for name, messages in problems.items():
+        given = request.args.getlist(name)
+        if given and isinstance(messages, list):
+            shown = given[0] if len(given) == 1 else given
+            problems[name] = [f"{message} Got {name}={shown!r}." for message in messages]
+    name, messages = next(iter(problems.items()))
+    first = messages[0] if isinstance(messages, list) and messages else messages
+    return f"Invalid query parameter {name}: {first}"
 
 
 def register(app: Flask) -> None:

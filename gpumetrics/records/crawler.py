@@ -57,8 +57,18 @@ FIELDS_BY_TYPE = {"gpu": GPU_FIELDS, "process": PROCESS_FIELDS}
 # The fields of every crawler record besides its measurements, under the crawler's names.
 IDENTITY: tuple[Field, ...] = (
     Field("timestamp", "ts", "timestamp", "", "End of the sampling window, ISO 8601 UTC."),
-    Field("hostname", "host", "string", "", "Host the crawler runs on.", max_length=NAME_MAX, min_length=1),
-    Field("gpuId", "uuid", "string", "", 'NVML UUID of the GPU, or "unknown".', max_length=NAME_MAX, min_length=1),
+    Field(
+        "hostname", "host", "string", "", "Host the crawler runs on; empty means the local host.", max_length=NAME_MAX
+    ),
+    Field(
+        "gpuId",
+        "uuid",
+        "string",
+        "",
+        'NVML UUID of the GPU, or "unknown" (or empty) when the crawler could not tell; a process record '
+        "without a GPU is stored under its host.",
+        max_length=NAME_MAX,
+    ),
     Field("gpuName", "name", "string", "", 'Product name, or "unknown".', required=False, max_length=NAME_MAX),
     Field(
         "gpuIndex",
@@ -125,12 +135,20 @@ class _CrawlerRecord(Lenient):
     @validates_schema
     def _identifiable(self, data, **kwargs):
         if not identifiable(data):
-            raise ValidationError('"unknown" cannot tell GPUs apart: send the UUID, or gpuIndex with it.', "gpuId")
+            message = f'"{data.get("gpuId")}" cannot tell GPUs apart: send the UUID, or gpuIndex with it.'
+            raise ValidationError(message, "gpuId")
+
+
+def _uuid(gpu_id: str | None) -> str | None:
+    return None if gpu_id in (None, "", UNKNOWN) else gpu_id
 
 
 def identifiable(loaded: dict[str, Any]) -> bool:
-    """Whether a loaded record names one GPU: "unknown" does only together with gpuIndex."""
-    return loaded.get("gpuId") != UNKNOWN or loaded.get("gpuIndex") is not None
+    """Whether a loaded record can be stored: a gpu record must name its GPU (a UUID, or
+    gpuIndex); a process record without either belongs to its host."""
+    if loaded.get("metricType") == "process":
+        return True
+    return _uuid(loaded.get("gpuId")) is not None or loaded.get("gpuIndex") is not None
 
 
 def _schema(metric_type: str) -> type[Schema]:
@@ -155,8 +173,8 @@ def is_crawler_record(item: dict[str, Any]) -> bool:
 
 def split(loaded: dict[str, Any]) -> list[dict[str, Any]]:
     """A validated crawler record to its canonical records, one per kind it carries."""
-    uuid = loaded["gpuId"] if loaded["gpuId"] != UNKNOWN else None
-    name = loaded.get("gpuName")
+    uuid = _uuid(loaded["gpuId"])
+    name = loaded.get("gpuName") if uuid is not None or loaded.get("gpuIndex") is not None else None
     identity = {
         "timestamp": loaded["timestamp"],
         "gpuIndex": loaded.get("gpuIndex"),

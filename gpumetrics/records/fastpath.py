@@ -48,7 +48,7 @@ def _loader(field: Field) -> Callable[[Any], Any]:
     if field.type == "timestamp":
         return _timestamp
     if field.type == "string":
-        shortest, longest = field.min_length, field.max_length
+        shortest, longest = field.min_length, None if field.cut else field.max_length
         return lambda value: _text(value, shortest, longest)
     # Every bound is within ±MAGNITUDE, so a value within them is finite, fits a BIGINT
     # and converts to float exactly as marshmallow converts it.
@@ -58,7 +58,12 @@ def _loader(field: Field) -> Callable[[Any], Any]:
     if field.type == "integer":
 
         def integer(value: Any) -> Any:
-            return value if type(value) is int and low <= value <= high else _MISSING
+            kind = type(value)
+            if kind is int and low <= value <= high:
+                return value
+            if kind is float and low <= value <= high and value.is_integer():  # 1234.0 is 1234
+                return int(value)
+            return _MISSING
 
         return integer
 

@@ -8,12 +8,12 @@ unless the file is finished (it will not grow any more).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .validate import as_items, validate
+from .jsonparse import loads
+from .validate import TimeWindow, as_items, describe, validate
 
 CHUNK_BYTES = 256 << 10  # per transaction: ~30 ms of holding the write lock (bench/tail.py)
 MAX_LINE_BYTES = 16 << 20
@@ -30,7 +30,13 @@ class Lines:
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
 
 
-def read_lines(handle: IO[bytes], line: int, finished: bool, chunk_bytes: int | None = None) -> Iterator[Lines]:
+def read_lines(
+    handle: IO[bytes],
+    line: int,
+    finished: bool,
+    window: TimeWindow | None = None,
+    chunk_bytes: int | None = None,
+) -> Iterator[Lines]:
     """Every run of complete lines from the handle's position on; `line` numbers the last line before it.
 
     Each run is at most `chunk_bytes` (default CHUNK_BYTES; one long line may be more).
@@ -47,7 +53,7 @@ def read_lines(handle: IO[bytes], line: int, finished: bool, chunk_bytes: int | 
         if end == 0:
             handle.seek(start)
             return
-        lines = _oversize(end, line) if data is None else decode_lines(data, line)
+        lines = _oversize(end, line) if data is None else decode_lines(data, line, window)
         lines.size = end
         handle.seek(start + end)
         yield lines
@@ -79,7 +85,7 @@ def _oversize(size: int, line: int) -> Lines:
     return Lines(read=1, last=line + 1, rejected=[(line + 1, reason)])
 
 
-def _decode_clean_lines(raws: list[bytes], line: int) -> Lines | None:
+def _decode_clean_lines(raws: list[bytes], line: int, window: TimeWindow | None) -> Lines | None:
     """All lines at once, when each is one valid record: one JSON parse for the chunk.
 
     None for anything else (a blank line, an array, a bad line), which then goes line
@@ -88,18 +94,18 @@ def _decode_clean_lines(raws: list[bytes], line: int) -> Lines | None:
     if not raws or not all(raws):
         return None
     try:
-        items = json.loads(b"[" + b",".join(raws) + b"]")
+        items = loads(b"[" + b",".join(raws) + b"]")
     except (ValueError, RecursionError):
         return None
     if len(items) != len(raws) or not all(isinstance(item, dict) for item in items):
         return None
-    checked = validate(items)
+    checked = validate(items, window)
     if checked.rejected:
         return None
     return Lines(records=checked.records, read=len(raws), last=line + len(raws))
 
 
-def decode_lines(data: bytes, line: int = 0) -> Lines:
+def decode_lines(data: bytes, line: int = 0, window: TimeWindow | None = None) -> Lines:
     """Decode and validate JSONL `data` whose first line follows line number `line`.
 
     A line that is not JSON, or that holds an invalid record, is rejected with its
@@ -108,7 +114,7 @@ def decode_lines(data: bytes, line: int = 0) -> Lines:
     raws = data.split(b"\n")
     if raws[-1] == b"":
         raws.pop()
-    fast = _decode_clean_lines(raws, line)
+    fast = _decode_clean_lines(raws, line, window)
     if fast is not None:
         return fast
     out = Lines()
@@ -118,13 +124,15 @@ def decode_lines(data: bytes, line: int = 0) -> Lines:
             continue
         out.read += 1
         try:
-            items = as_items(json.loads(raw))
+            parsed = loads(raw)
+            items = as_items(parsed)
         except (ValueError, RecursionError) as error:
             out.rejected.append((line, f"not JSON records: {error}"))
             continue
-        checked = validate(items)
+        checked = validate(items, window)
         out.records += checked.records
         if checked.rejected:
-            out.rejected.append((line, f"invalid records: {checked.rejected}"))
+            one = isinstance(parsed, dict)
+            out.rejected.append((line, f"invalid record{'' if one else 's'}: {describe(checked.rejected, one)}"))
     out.last = line
     return out

@@ -17,16 +17,28 @@ from ..kinds import IDENTITY, INT64_MAX, KINDS, Field
 from .fastpath import Acceptor, compile_fields
 
 
+class OutOfRange:
+    """A JSON integer with more digits than Python converts (see records/jsonparse.py)."""
+
+    def __init__(self, digits: str) -> None:
+        self.digits = digits
+
+
+NUMBER_ERRORS = {
+    "invalid": "Not a valid number.",
+    "special": "Not a finite number.",
+    "too_large": "Out of range.",
+}
+
+
 class StrictNumber(fields.Float):
     """A JSON number only; finite; stored as a float."""
 
-    default_error_messages = {
-        "invalid": "Not a valid number.",
-        "special": "NaN and Infinity are not allowed.",
-        "too_large": "Number too large.",
-    }
+    default_error_messages = NUMBER_ERRORS
 
     def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, OutOfRange):
+            raise self.make_error("too_large")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.make_error("invalid")
         try:
@@ -39,11 +51,19 @@ class StrictNumber(fields.Float):
 
 
 class StrictInteger(fields.Integer):
-    """A JSON integer only (no 3.0, no "3"), within a signed 64-bit range."""
+    """A JSON integer (no "3"; 3.0 is 3, 3.5 is no integer), within a signed 64-bit range."""
 
-    default_error_messages = {"invalid": "Not a valid integer.", "too_large": "Number too large."}
+    default_error_messages = {**NUMBER_ERRORS, "invalid": "Not a valid integer."}
 
     def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, OutOfRange):
+            raise self.make_error("too_large")
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise self.make_error("special")
+            if not value.is_integer():
+                raise self.make_error("invalid")
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.make_error("invalid")
         if not -INT64_MAX <= value <= INT64_MAX:
@@ -72,8 +92,14 @@ def storable(text: str) -> None:
             raise ValidationError("Not valid Unicode (a lone surrogate).") from None
 
 
-def text_rules(longest: int, shortest: int = 0) -> list:
+def text_rules(longest: int | None, shortest: int = 0) -> list:
+    if longest is None and not shortest:
+        return [storable]
     return [validate.Length(min=shortest or None, max=longest), storable]
+
+
+def _bound(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() and abs(number) < 1e15 else f"{number:g}"
 
 
 def record_field(field: Field, note: str = "") -> fields.Field:
@@ -83,9 +109,14 @@ def record_field(field: Field, note: str = "") -> fields.Field:
     if field.type == "timestamp":
         return Timestamp(required=field.required, metadata=meta)
     if field.type == "string":
+        if field.cut:  # cut to its limit before loading: longer text is accepted, with a warning
+            meta["description"] += f" Longer text is stored cut to {field.max_length} characters, with a warning."
+            return fields.String(required=field.required, validate=text_rules(None, field.min_length), metadata=meta)
         rules = text_rules(field.max_length, field.min_length)
         return fields.String(required=field.required, validate=rules, metadata=meta)
-    bounds = validate.Range(min=field.low, max=field.high)
+    bounds = validate.Range(
+        min=field.low, max=field.high, error=f"Must be from {_bound(field.low)} to {_bound(field.high)}."
+    )
     cls = StrictInteger if field.type == "integer" else StrictNumber
     return cls(required=field.required, validate=bounds, metadata=meta)
 

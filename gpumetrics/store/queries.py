@@ -23,13 +23,19 @@ from ..kinds import COLUMNS, FIELD_KINDS, INT64_MAX, KINDS, Kind
 FIELD_COLUMN = {field.name: column for column, field in COLUMNS.items()}
 
 
+def _several(value: Any) -> tuple:
+    if value is None:
+        return ()
+    return tuple(value) if isinstance(value, list | tuple) else (value,)
+
+
 @dataclass(frozen=True)
 class Filters:
-    """Which records a read is about; None means no constraint."""
+    """Which records a read is about; an empty tuple or None means no constraint."""
 
-    gpu_index: int | None = None
-    host: str | None = None
-    uuid: str | None = None
+    gpu_indexes: tuple[int, ...] = ()
+    hosts: tuple[str, ...] = ()
+    uuids: tuple[str, ...] = ()
     metric: str | None = None
     start: int | None = None
     end: int | None = None
@@ -37,9 +43,9 @@ class Filters:
     @classmethod
     def from_args(cls, args: dict[str, Any]) -> Filters:
         return cls(
-            gpu_index=args.get("gpuIndex"),
-            host=args.get("host"),
-            uuid=args.get("uuid"),
+            gpu_indexes=_several(args.get("gpuIndex")),
+            hosts=_several(args.get("host")),
+            uuids=_several(args.get("uuid")),
             metric=args.get("metric"),
             start=args.get("start"),
             end=args.get("end"),
@@ -53,12 +59,12 @@ class BadCursor(ValueError):
 def _gpu_ids(session: Session, filters: Filters) -> list[int] | None:
     """Ids of the GPUs the filters name, or None when they name no GPU."""
     conditions = []
-    if filters.host is not None:
-        conditions.append(gpus.c.host == filters.host)
-    if filters.gpu_index is not None:
-        conditions.append(gpus.c.gpu_index == filters.gpu_index)
-    if filters.uuid is not None:
-        conditions.append(gpus.c.uuid == filters.uuid)
+    if filters.hosts:
+        conditions.append(gpus.c.host.in_(filters.hosts))
+    if filters.gpu_indexes:
+        conditions.append(gpus.c.gpu_index.in_(filters.gpu_indexes))
+    if filters.uuids:
+        conditions.append(gpus.c.uuid.in_(filters.uuids))
     if not conditions:
         return None
     return list(session.scalars(select(gpus.c.id).where(*conditions)))
@@ -87,11 +93,14 @@ def _plain(value: Any) -> Any:
 
 
 def record_out(row: Any) -> dict[str, Any]:
-    """A stored row (joined with its GPU) in the shape it was ingested in."""
+    """A stored row (joined with its GPU) in the shape it was ingested in.
+
+    A record of its host without a GPU says so: gpuIndex and uuid are both null.
+    """
     out: dict[str, Any] = {"timestamp": times.to_iso(row.ts), "gpuIndex": row.gpu_index, "metric": row.metric}
     if row.host:
         out["host"] = row.host
-    if row.uuid is not None:
+    if row.uuid is not None or row.gpu_index is None:
         out["uuid"] = row.uuid
     if row.name is not None:
         out["name"] = row.name
@@ -174,9 +183,16 @@ def aggregate(session: Session, filters: Filters, function: str, field: str | No
     return float(value), count
 
 
-def gpu_list(session: Session) -> list[dict[str, Any]]:
-    """Every GPU that has records, with the time range they cover."""
-    rows = session.execute(select(gpus).order_by(gpus.c.host, gpus.c.gpu_index, gpus.c.id))
+def is_gpu() -> Any:
+    """A row of the gpus table that is a GPU, not a host's records without one."""
+    return or_(gpus.c.gpu_index.is_not(None), gpus.c.uuid.is_not(None))
+
+
+def gpu_list(session: Session, filters: Filters | None = None) -> list[dict[str, Any]]:
+    """Every GPU that has records (of the filters' host, index, UUID), with the time range they cover."""
+    ids = _gpu_ids(session, filters) if filters is not None else None
+    query = select(gpus).where(is_gpu()).order_by(gpus.c.host, gpus.c.gpu_index, gpus.c.id)
+    rows = session.execute(query if ids is None else query.where(gpus.c.id.in_(ids)))
     return [
         {**_gpu_out(row), "firstSeen": times.to_iso(row.first_seen), "lastSeen": times.to_iso(row.last_seen)}
         for row in rows
@@ -200,7 +216,7 @@ def stats(session: Session, filters: Filters) -> list[dict[str, Any]]:
             for gpu_id, summary in _kind_stats(session, kind, window).items():
                 by_gpu.setdefault(gpu_id, {})[kind.name] = summary
     gpu_rows = session.execute(
-        select(gpus).where(gpus.c.id.in_(by_gpu)).order_by(gpus.c.host, gpus.c.gpu_index, gpus.c.id)
+        select(gpus).where(gpus.c.id.in_(by_gpu), is_gpu()).order_by(gpus.c.host, gpus.c.gpu_index, gpus.c.id)
     )
     return [{**_gpu_out(row), "metrics": by_gpu[row.id]} for row in gpu_rows]
 

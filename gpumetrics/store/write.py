@@ -53,7 +53,7 @@ def prepare(records: Sequence[dict[str, Any]]) -> Batch:
         for slot, name in _SLOTS[metric]:
             row[slot] = record.get(name)
         rows.append(row)
-        key = GpuKey(record.get("host") or LOCAL_HOST, record.get("gpuIndex"), record.get("uuid"))
+        key = GpuKey(record.get("host") or LOCAL_HOST, record.get("gpuIndex"), record.get("uuid") or None)
         keys.append(key)
         seen = sightings.get(key)
         if seen is None:

@@ -439,7 +439,7 @@ def _check_ingest(app, data: bytes, aggregates: list[dict]) -> None:
         assert _read_all(client) == []
         return
     assert response.status_code in (201, 422), response.get_data()[:500]
-    result_keys = {"stored", "duplicates", "rejected"}
+    result_keys = {"stored", "duplicates", "rejected", "warnings"}
     if response.status_code == 201:
         assert set(body) == result_keys, body
     else:  # the ingest result, in the shape of every error answer too

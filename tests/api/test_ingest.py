@@ -23,7 +23,7 @@ def test_each_kind_is_stored_and_read_back_as_sent(client, metric):
     sent = record(metric, host="node-7", uuid="GPU-1234", name="NVIDIA A100")
     answer = post(client, sent)
     assert answer.status_code == 201
-    assert answer.get_json() == {"stored": 1, "duplicates": 0, "rejected": []}
+    assert answer.get_json() == {"stored": 1, "duplicates": 0, "rejected": [], "warnings": []}
     assert read_all(client) == [sent]
 
 
@@ -40,14 +40,14 @@ def test_unknown_fields_are_ignored(client):
 
 def test_re_post_counts_duplicates_and_stores_nothing_twice(client):
     batch = [record(kind, seconds=1) for kind in FIELDS] + [record("process", seconds=1, pid=99)]
-    assert post(client, batch).get_json() == {"stored": 7, "duplicates": 0, "rejected": []}
-    assert post(client, batch).get_json() == {"stored": 0, "duplicates": 7, "rejected": []}
+    assert post(client, batch).get_json() == {"stored": 7, "duplicates": 0, "rejected": [], "warnings": []}
+    assert post(client, batch).get_json() == {"stored": 0, "duplicates": 7, "rejected": [], "warnings": []}
     assert len(read_all(client)) == 7
 
 
 def test_duplicate_inside_one_batch_is_counted(client):
     answer = post(client, [record("power"), record("power", watts=1.0)])
-    assert answer.get_json() == {"stored": 1, "duplicates": 1, "rejected": []}
+    assert answer.get_json() == {"stored": 1, "duplicates": 1, "rejected": [], "warnings": []}
 
 
 def test_same_time_on_another_host_or_gpu_is_not_a_duplicate(client):
@@ -75,7 +75,7 @@ def test_mixed_batch_stores_the_valid_and_names_the_invalid(client):
     assert "_schema" in errors[4]
     assert set(errors[5]) == {"pid", "usedMiB"}
     assert (body["code"], body["status"]) == (422, "Unprocessable Entity")
-    assert body["message"] == "4 records rejected; the valid ones were stored."
+    assert body["message"] == "2 of 6 records stored; 4 rejected"
     assert body["errors"] == {str(index): messages for index, messages in errors.items()}
     assert [item["metric"] for item in read_all(client)] == ["memory", "power"]
 

@@ -190,6 +190,8 @@ def test_hostile_process_text_is_stored_exactly_or_rejected(app, field):
         (item,) = _items(client)
         assert item[field] == value, name
     for name, value in REJECTED.items():
+        if name.startswith("too-long"):
+            continue  # free text is cut to 65,536 characters, not rejected: tests/records/test_real_crawler.py
         response = _post_raw(client, record("process", seconds=1, **{field: value}))
         assert response.status_code == 422 and field in _json(response)["rejected"][0]["errors"], name
 

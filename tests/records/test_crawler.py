@@ -35,9 +35,9 @@ def post(client, body):
 def test_the_two_crawler_lines_over_http(client):
     answer = client.post("/metrics", data=f"[{GPU_LINE},{PROCESS_LINE}]", content_type="application/json")
     assert answer.status_code == 201
-    assert answer.get_json() == {"stored": 5, "duplicates": 0, "rejected": []}
+    assert answer.get_json() == {"stored": 5, "duplicates": 0, "rejected": [], "warnings": []}
     assert items(client) == EXPECTED
-    assert post(client, json.loads(GPU_LINE)).get_json() == {"stored": 0, "duplicates": 4, "rejected": []}
+    assert post(client, json.loads(GPU_LINE)).get_json() == {"stored": 0, "duplicates": 4, "rejected": [], "warnings": []}
 
 
 def test_the_two_crawler_lines_through_a_jsonl_file(app, client, tmp_path):
@@ -50,7 +50,7 @@ def test_the_two_crawler_lines_through_a_jsonl_file(app, client, tmp_path):
 def test_a_mixed_batch_of_both_formats(client):
     seed = record("power", host="trainer-01", gpu=1)
     answer = post(client, [json.loads(GPU_LINE), seed, json.loads(PROCESS_LINE)])
-    assert answer.get_json() == {"stored": 6, "duplicates": 0, "rejected": []}
+    assert answer.get_json() == {"stored": 6, "duplicates": 0, "rejected": [], "warnings": []}
     assert len(client.get("/gpus").get_json()["gpus"]) == 2
 
 
@@ -77,7 +77,7 @@ def test_unknown_fields_are_ignored(client):
         (GPU_LINE, {"powerMilliwatts": -1}, "powerMilliwatts"),
         (GPU_LINE, {"freeMemoryMiB": "39726"}, "freeMemoryMiB"),
         (GPU_LINE, {"usedTotalMemoryMiB": None}, "usedTotalMemoryMiB"),
-        (GPU_LINE, {"hostname": ""}, "hostname"),
+        (GPU_LINE, {"hostname": "h" * 256}, "hostname"),
         (GPU_LINE, {"metricType": "fan"}, "metricType"),
         (GPU_LINE, {"gpuId": "unknown"}, "gpuId"),
         (PROCESS_LINE, {"pid": -3}, "pid"),
