@@ -29,11 +29,14 @@ test: $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# Each benchmark prints a Markdown table: its figure, a baseline from the same run, the ratio
+# (docs/performance.md). On PostgreSQL: make bench BENCH_ARGS="--database-url $(TEST_POSTGRES_URL)".
+BENCH_ARGS ?=
 bench: $(VENV)/.installed-test
-	$(BIN)/python bench/ingest.py
-	$(BIN)/python bench/query.py
-	$(BIN)/python bench/tail.py
-	$(BIN)/python bench/retention.py
+	$(BIN)/python bench/ingest.py $(BENCH_ARGS)
+	$(BIN)/python bench/query.py $(BENCH_ARGS)
+	$(BIN)/python bench/tail.py $(BENCH_ARGS)
+	$(BIN)/python bench/retention.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
