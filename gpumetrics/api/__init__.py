@@ -9,7 +9,7 @@ from config import Settings
 
 from .. import __version__
 from ..http import auth, errors, headers
-from . import docs, gpus, health, metrics, stats
+from . import docs, gpus, health, metrics, openapi, stats
 
 API_DESCRIPTION = """
 Stores the samples that the GPU metrics crawler takes from NVML on every host, and
@@ -34,10 +34,12 @@ def register(app: Flask, settings: Settings) -> Api:
     errors.register(app)
     headers.register(app, settings)
     auth.warn_if_open(settings)
-    spec_kwargs = {"info": {"description": API_DESCRIPTION}, "extra_plugins": [auth.KeysPlugin(settings)]}
+    plugins = [auth.KeysPlugin(settings), openapi.DocumentPlugin()]
+    spec_kwargs = {"info": {"description": API_DESCRIPTION}, "extra_plugins": plugins}
     api = errors.ApiWithOneErrorFormat(app, spec_kwargs=spec_kwargs)
+    metrics.document_records(api.spec)
     for module in (metrics, gpus, stats, health):
         api.register_blueprint(module.blp)
-    metrics.document_records(api.spec)
+    openapi.drop_unused_schemas(api.spec)
     app.register_blueprint(docs.blp)
     return api

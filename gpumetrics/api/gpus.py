@@ -10,6 +10,18 @@ from ..state import get_db
 from ..store import queries
 from .schemas import GpuList, GpusQuery
 
+EXAMPLE = {
+    "gpus": [
+        {
+            "gpuIndex": 0,
+            "host": "trainer-01",
+            "uuid": "GPU-abc-uuid",
+            "name": "NVIDIA A100-PCIE-40GB",
+            "firstSeen": "2025-12-01T18:00:00Z",
+            "lastSeen": "2025-12-01T18:51:30Z",
+        }
+    ]
+}
 blp = Blueprint("gpus", __name__, url_prefix="/gpus", description="The GPUs the service has records of.")
 
 
@@ -17,7 +29,7 @@ blp = Blueprint("gpus", __name__, url_prefix="/gpus", description="The GPUs the 
 class Gpus(MethodView):
     @requires("read")
     @blp.arguments(GpusQuery, location="query")
-    @blp.response(200, GpuList)
+    @blp.response(200, GpuList, example=EXAMPLE)
     def get(self, args):
         """List every GPU with records (of a host, an index, a UUID), and the time range they cover."""
         with get_db().reading() as session:

@@ -17,13 +17,31 @@ from ..state import get_db, get_settings
 from ..store import jobs
 from .schemas import Health
 
+EXAMPLE = {
+    "status": "ok",
+    "database": "ok",
+    "version": "0.1.0",
+    "jobs": {
+        "runners": {"tail": "node-1:4242", "retention": "node-1:4242"},
+        "files": {
+            "/data/ws_out.jsonl": {
+                "linesRead": 120000,
+                "recordsStored": 480000,
+                "duplicates": 0,
+                "linesRejected": 2,
+                "bytesBehind": 0,
+            }
+        },
+        "retention": {"retentionHours": 168, "lastRun": None},
+    },
+}
 blp = Blueprint("health", __name__, url_prefix="/health", description="Liveness and readiness.")
 log = logging.getLogger(__name__)
 
 
 @blp.route("")
 class HealthCheck(MethodView):
-    @blp.response(200, Health, description="The service and its database answer.")
+    @blp.response(200, Health, description="The service and its database answer.", example=EXAMPLE)
     @blp.alt_response(503, schema=Health, description="The database does not answer; `database` says why.")
     def get(self):
         """Report whether the service and its database answer."""
@@ -32,9 +50,10 @@ class HealthCheck(MethodView):
         except SQLAlchemyError as error:
             reason = str(getattr(error, "orig", None) or error).splitlines()[0]
             log.warning("health: database down: %s", reason)
+            retry = {"Retry-After": "5"}
             if not may_read():
-                return {"status": "down"}, 503
-            return {"status": "down", "database": reason, "version": __version__}, 503
+                return {"status": "down"}, 503, retry
+            return {"status": "down", "database": reason, "version": __version__}, 503, retry
         if not may_read():
             return {"status": "ok"}
         return {"status": "ok", "database": "ok", "version": __version__, "jobs": _jobs()}

@@ -97,6 +97,24 @@ REJECTED_EXAMPLE = {
 }
 
 
+PAGE_EXAMPLE = {
+    "items": [
+        {
+            "timestamp": "2025-12-01T18:51:30Z",
+            "gpuIndex": 0,
+            "metric": "utilization",
+            "host": "trainer-01",
+            "uuid": "GPU-abc-uuid",
+            "gpuPercent": 72,
+            "memoryPercent": 35,
+        }
+    ],
+    "next": "YXNjOjE3NjQ2MTUwOTAwMDAwMDA6MQ",
+}
+AGGREGATE_EXAMPLE = {"aggregate": "avg", "metric": "utilization", "field": "gpuPercent", "value": 41.7, "count": 3600}
+MOVED = {"Location": {"description": "GET /metrics/aggregate with the same query.", "schema": {"type": "string"}}}
+
+
 def document_records(spec) -> None:
     """Put each format's record schema in the OpenAPI components, for the request body."""
     for cls in INPUT_SCHEMAS:
@@ -196,8 +214,8 @@ class Metrics(MethodView):
 
     @requires("read")
     @blp.arguments(MetricsQuery, location="query")
-    @blp.response(200, MetricsPage, description="A page of records.")
-    @blp.alt_response(308, description="With `aggregate`: the same query at GET /metrics/aggregate.")
+    @blp.response(200, MetricsPage, description="A page of records.", example=PAGE_EXAMPLE)
+    @blp.alt_response(308, description="With `aggregate`: the same query at GET /metrics/aggregate.", headers=MOVED)
     def get(self, args):
         """Page through records, oldest first."""
         if args.get("aggregate"):
@@ -216,7 +234,7 @@ class Metrics(MethodView):
 class Aggregate(MethodView):
     @requires("read")
     @blp.arguments(AggregateQuery, location="query")
-    @blp.response(200, AggregateResult)
+    @blp.response(200, AggregateResult, example=AGGREGATE_EXAMPLE)
     def get(self, args):
         """Compute one aggregate (avg, min, max, sum, count) over the filtered records."""
         with get_db().reading() as session:

@@ -252,25 +252,36 @@ class Window(GpuFilters):
 
 
 class MetricsQuery(Window):
-    metric = fields.String(validate=validate.OneOf(list(KINDS)), metadata={"description": "Only this kind."})
+    metric = fields.String(
+        validate=validate.OneOf(list(KINDS)), metadata={"description": "Only this kind.", "example": "utilization"}
+    )
     limit = fields.Integer(
         load_default=1000,
         validate=validate.Range(min=1, max=10000),
-        metadata={"description": "Records per page, 1 to 10000."},
+        metadata={"description": "Records per page, 1 to 10000.", "example": 100},
     )
     order = fields.String(
         load_default="asc",
         validate=validate.OneOf(["asc", "desc"]),
-        metadata={"description": "By timestamp: asc (oldest first) or desc."},
+        metadata={"description": "By timestamp: asc (oldest first) or desc.", "example": "desc"},
     )
-    cursor = fields.String(validate=text_rules(200), metadata={"description": "The `next` of the previous page."})
+    cursor = fields.String(
+        validate=text_rules(200),
+        metadata={"description": "The `next` of the previous page.", "example": "YXNjOjE3NjQ2MTUwOTAwMDAwMDA6MQ"},
+    )
     aggregate = fields.String(
         validate=validate.OneOf(AGGREGATES),
-        metadata={"description": "Moved to GET /metrics/aggregate: a request with it is redirected there (308)."},
+        metadata={
+            "description": "Moved to GET /metrics/aggregate: a request with it is redirected there (308).",
+            "example": "avg",
+        },
     )
     field = fields.String(
         validate=validate.OneOf(MEASURED_FIELDS),
-        metadata={"description": "Only with `aggregate`, which moved to GET /metrics/aggregate."},
+        metadata={
+            "description": "Only with `aggregate`, which moved to GET /metrics/aggregate.",
+            "example": "gpuPercent",
+        },
     )
 
     @validates_schema
@@ -281,15 +292,17 @@ class MetricsQuery(Window):
 
 
 class AggregateQuery(Window):
-    metric = fields.String(validate=validate.OneOf(list(KINDS)), metadata={"description": "Only this kind."})
+    metric = fields.String(
+        validate=validate.OneOf(list(KINDS)), metadata={"description": "Only this kind.", "example": "utilization"}
+    )
     aggregate = fields.String(
         required=True,
         validate=validate.OneOf(AGGREGATES),
-        metadata={"description": "The aggregate to compute over the filtered records."},
+        metadata={"description": "The aggregate to compute over the filtered records.", "example": "avg"},
     )
     field = fields.String(
         validate=validate.OneOf(MEASURED_FIELDS),
-        metadata={"description": "Field to aggregate; required except for count."},
+        metadata={"description": "Field to aggregate; required except for count.", "example": "gpuPercent"},
     )
 
     @validates_schema

@@ -10,6 +10,27 @@ from ..state import get_db
 from ..store import queries
 from .schemas import StatsQuery, StatsResult
 
+EXAMPLE = {
+    "gpus": [
+        {
+            "gpuIndex": 0,
+            "host": "trainer-01",
+            "uuid": "GPU-abc-uuid",
+            "name": "NVIDIA A100-PCIE-40GB",
+            "metrics": {
+                "utilization": {
+                    "count": 3600,
+                    "first": "2025-12-01T18:00:00Z",
+                    "last": "2025-12-01T18:59:59Z",
+                    "fields": {
+                        "gpuPercent": {"min": 0, "max": 100, "avg": 41.7, "last": 72},
+                        "memoryPercent": {"min": 0, "max": 80, "avg": 20.5, "last": 35},
+                    },
+                }
+            },
+        }
+    ]
+}
 blp = Blueprint("stats", __name__, url_prefix="/stats", description="Per-GPU statistics.")
 
 
@@ -17,7 +38,7 @@ blp = Blueprint("stats", __name__, url_prefix="/stats", description="Per-GPU sta
 class Stats(MethodView):
     @requires("read")
     @blp.arguments(StatsQuery, location="query")
-    @blp.response(200, StatsResult)
+    @blp.response(200, StatsResult, example=EXAMPLE)
     def get(self, args):
         """Count, time range and min/max/avg/last of every field, per GPU and kind."""
         with get_db().reading() as session:
