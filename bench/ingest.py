@@ -132,9 +132,14 @@ def measure(args, trees: list[Path], bodies: list[bytes], records: list[dict], f
             for tree in trees:
                 result = service_rate(args, tree, bodies, keep_alive, folder)
                 runs.setdefault((tree, mode), []).append((number, result))
-                print(f"  {common.commit_of(tree)}, {mode}: {common.rate(result)} records/s", flush=True)
+                print(f"  {label(tree)}, {mode}: {common.rate(result)} records/s", flush=True)
         baseline()
     return baselines, runs
+
+
+def label(tree: Path) -> str:
+    """Which service a row is: its checkout's commit, and the checkout when it is not this one."""
+    return common.commit_of(tree) + ("" if tree == common.ROOT else f" ({tree})")
 
 
 def spread(values: list[float], text) -> str:
@@ -155,7 +160,7 @@ def report(args, baselines: list[float], runs: dict) -> None:
         rates = [value for _, value in results]
         ratios = [value / statistics.mean(baselines[number : number + 2]) for number, value in results]
         baseline = common.rate(statistics.mean(baselines))
-        rows.append([common.commit_of(tree), mode, spread(rates, common.rate), baseline, spread(ratios, percent)])
+        rows.append([label(tree), mode, spread(rates, common.rate), baseline, spread(ratios, percent)])
     per = f"median of {args.rounds} rounds" if args.rounds > 1 else "one round"
     print(f"\n{args.records:,} records per run, {args.batch} per POST, {args.clients} clients; {per}")
     common.table(["service at", "clients", "records/s", f"{raw} (mean)", "ratio to raw"], rows)
