@@ -24,6 +24,7 @@ of POSTs served in-process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import queue
 import statistics
 import tempfile
@@ -82,7 +83,8 @@ def post_all(server: common.Server, bodies: list[bytes], clients: int, keep_aliv
     threads = [threading.Thread(target=client, args=(bodies[i * WARMUP : (i + 1) * WARMUP],)) for i in range(clients)]
     for thread in threads:
         thread.start()
-    ready.wait()
+    with contextlib.suppress(threading.BrokenBarrierError):  # a client failed: said below
+        ready.wait()
     began = time.perf_counter()
     for thread in threads:
         thread.join()
@@ -105,12 +107,18 @@ def raw_rate(url: str, records: list[dict], batch: int) -> float:
         writer.close()
 
 
-def service_rate(args, root: Path, bodies: list[bytes], keep_alive: bool, folder: Path) -> float:
-    """Records/s through gunicorn started from `root`, on a fresh database."""
+def service_rate(args, root: Path, bodies: list[bytes], keep_alive: bool, folder: Path) -> tuple[float, str]:
+    """Records/s through gunicorn started from `root`, on a fresh database, and the workers' cores.
+
+    gthread keeps a keep-alive connection on the worker that accepted it, and may give
+    both clients' connections to one worker: the cores show when that happened.
+    """
     with common.fresh_database(args.database_url, folder, "service") as url:
         env = {"DATABASE_URL": url, "MAX_BATCH": str(max(10_000, args.batch))}
         with common.service(env, folder, root=root) as server:
-            return post_all(server, bodies, args.clients, keep_alive)
+            cpu, began = common.worker_cpu(server), time.perf_counter()
+            result = post_all(server, bodies, args.clients, keep_alive)
+            return result, common.cores_since(server, cpu, time.perf_counter() - began)
 
 
 def measure(args, trees: list[Path], bodies: list[bytes], records: list[dict], folder: Path):
@@ -130,9 +138,9 @@ def measure(args, trees: list[Path], bodies: list[bytes], records: list[dict], f
     for number in range(args.rounds):
         for mode, keep_alive in MODES.items():
             for tree in trees:
-                result = service_rate(args, tree, bodies, keep_alive, folder)
+                result, cores = service_rate(args, tree, bodies, keep_alive, folder)
                 runs.setdefault((tree, mode), []).append((number, result))
-                print(f"  {label(tree)}, {mode}: {common.rate(result)} records/s", flush=True)
+                print(f"  {label(tree)}, {mode}: {common.rate(result)} records/s, workers {cores} cores", flush=True)
         baseline()
     return baselines, runs
 
