@@ -294,12 +294,10 @@ def worker_cpu(server: Server) -> dict[int, float]:
     return used
 
 
-def cores_since(server: Server, before: dict[int, float], seconds: float) -> str:
-    """Cores each worker used since `before`, busiest first: '0.97 + 0.41'."""
+def cpu_since(server: Server, before: dict[int, float]) -> list[float]:
+    """CPU seconds each worker used since `before`, busiest first."""
     now = worker_cpu(server)
-    return " + ".join(
-        f"{cores:.2f}" for cores in sorted(((now[p] - before.get(p, 0)) / seconds for p in now), reverse=True)
-    )
+    return sorted((now[pid] - before.get(pid, 0) for pid in now), reverse=True)
 
 
 def connect(server: Server, timeout: float = 120) -> http.client.HTTPConnection:

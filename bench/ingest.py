@@ -30,6 +30,7 @@ import statistics
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import common
@@ -94,21 +95,32 @@ def post_all(server: common.Server, bodies: list[bytes], clients: int, keep_aliv
     return (len(bodies) - clients * WARMUP) * stored[0] / elapsed
 
 
-def raw_rate(url: str, records: list[dict], batch: int) -> float:
-    """Records/s of RawWriter inserting the records' rows, one transaction per batch."""
+@dataclass(frozen=True)
+class Run:
+    """One measurement: records/s, and records per CPU-second of the process(es) doing the work.
+
+    The second is steadier on a shared machine: a neighbour takes wall time, less so CPU time.
+    """
+
+    rate: float
+    per_cpu: float
+
+
+def raw_rate(url: str, records: list[dict], batch: int) -> Run:
+    """RawWriter inserting the records' rows, one transaction per batch."""
     writer = common.RawWriter(url)
     try:
         rows = writer.rows(records)
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         for start in range(0, len(rows), batch):
             writer.insert(rows[start : start + batch])
-        return len(rows) / (time.perf_counter() - began)
+        return Run(len(rows) / (time.perf_counter() - began), len(rows) / (time.process_time() - cpu))
     finally:
         writer.close()
 
 
-def service_rate(args, root: Path, bodies: list[bytes], keep_alive: bool, folder: Path) -> tuple[float, str]:
-    """Records/s through gunicorn started from `root`, on a fresh database, and the workers' cores.
+def service_rate(args, root: Path, bodies: list[bytes], keep_alive: bool, folder: Path) -> tuple[Run, str]:
+    """gunicorn started from `root`, on a fresh database; and the cores each worker used.
 
     gthread keeps a keep-alive connection on the worker that accepted it, and may give
     both clients' connections to one worker: the cores show when that happened.
@@ -116,31 +128,33 @@ def service_rate(args, root: Path, bodies: list[bytes], keep_alive: bool, folder
     with common.fresh_database(args.database_url, folder, "service") as url:
         env = {"DATABASE_URL": url, "MAX_BATCH": str(max(10_000, args.batch))}
         with common.service(env, folder, root=root) as server:
-            cpu, began = common.worker_cpu(server), time.perf_counter()
-            result = post_all(server, bodies, args.clients, keep_alive)
-            return result, common.cores_since(server, cpu, time.perf_counter() - began)
+            before, began = common.worker_cpu(server), time.perf_counter()
+            rate = post_all(server, bodies, args.clients, keep_alive)
+            cpu, elapsed = common.cpu_since(server, before), time.perf_counter() - began
+    cores = " + ".join(f"{seconds / elapsed:.2f}" for seconds in cpu)
+    return Run(rate, len(bodies) * args.batch / sum(cpu)), cores
 
 
 def measure(args, trees: list[Path], bodies: list[bytes], records: list[dict], folder: Path):
     """Baselines and service runs, interleaved: per round the baseline, then each mode of each tree.
 
-    Returns the baselines (one more than rounds) and each (tree, mode)'s [(round, records/s)].
+    Returns the baselines (one more than rounds) and each (tree, mode)'s [(round, Run)].
     """
-    baselines: list[float] = []
-    runs: dict[tuple[Path, str], list[tuple[int, float]]] = {}
+    baselines: list[Run] = []
+    runs: dict[tuple[Path, str], list[tuple[int, Run]]] = {}
 
     def baseline() -> None:
         with common.fresh_database(args.database_url, folder, "raw") as url:
             baselines.append(raw_rate(url, records, args.batch))
-        print(f"  baseline {common.rate(baselines[-1])} records/s", flush=True)
+        print(f"  baseline {common.rate(baselines[-1].rate)} records/s", flush=True)
 
     baseline()
     for number in range(args.rounds):
         for mode, keep_alive in MODES.items():
             for tree in trees:
-                result, cores = service_rate(args, tree, bodies, keep_alive, folder)
-                runs.setdefault((tree, mode), []).append((number, result))
-                print(f"  {label(tree)}, {mode}: {common.rate(result)} records/s, workers {cores} cores", flush=True)
+                run, cores = service_rate(args, tree, bodies, keep_alive, folder)
+                runs.setdefault((tree, mode), []).append((number, run))
+                print(f"  {label(tree)}, {mode}: {common.rate(run.rate)} records/s, workers {cores} cores", flush=True)
         baseline()
     return baselines, runs
 
@@ -160,18 +174,20 @@ def percent(value: float) -> str:
     return f"{value:.0%}"
 
 
-def report(args, baselines: list[float], runs: dict) -> None:
-    postgres = common.is_postgres(args.database_url)
-    raw = "raw psycopg COPY" if postgres else "raw sqlite3 executemany"
-    rows = []
+def report(args, baselines: list[Run], runs: dict) -> None:
+    """One row per service and client mode, each ratio to the baselines of its own round."""
+    raw = "raw psycopg COPY" if common.is_postgres(args.database_url) else "raw sqlite3 executemany"
+    rows = [[raw, "", spread([b.rate for b in baselines], common.rate), "100%",
+             spread([b.per_cpu for b in baselines], common.rate), "100%"]]  # fmt: skip
     for (tree, mode), results in runs.items():
-        rates = [value for _, value in results]
-        ratios = [value / statistics.mean(baselines[number : number + 2]) for number, value in results]
-        baseline = common.rate(statistics.mean(baselines))
-        rows.append([label(tree), mode, spread(rates, common.rate), baseline, spread(ratios, percent)])
-    per = f"median of {args.rounds} rounds" if args.rounds > 1 else "one round"
+        around = {number: baselines[number : number + 2] for number, _ in results}
+        rates = [run.rate / statistics.mean(b.rate for b in around[number]) for number, run in results]
+        per_cpu = [run.per_cpu / statistics.mean(b.per_cpu for b in around[number]) for number, run in results]
+        rows.append([label(tree), mode, spread([run.rate for _, run in results], common.rate), spread(rates, percent),
+                     spread([run.per_cpu for _, run in results], common.rate), spread(per_cpu, percent)])  # fmt: skip
+    per = f"median (min–max) of {args.rounds} rounds" if args.rounds > 1 else "one round"
     print(f"\n{args.records:,} records per run, {args.batch} per POST, {args.clients} clients; {per}")
-    common.table(["service at", "clients", "records/s", f"{raw} (mean)", "ratio to raw"], rows)
+    common.table(["service at", "clients", "records/s", "ratio", "records per CPU-s", "ratio"], rows)
 
 
 def profile(args, bodies: list[bytes], folder: Path) -> None:
