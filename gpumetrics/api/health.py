@@ -65,11 +65,8 @@ def _jobs() -> dict:
     host = socket.gethostname()
     with get_db().reading() as session:
         runners = jobs.runners(session)
-        files = {}
-        for path in settings.tailed_files:
-            key = str(Path(path).absolute())
-            checkpoint = jobs.load_checkpoint(session, host, key)
-            files[key] = checkpoint.report() if checkpoint else jobs.Checkpoint(0, 0).report()
+        keys = [str(Path(path).absolute()) for path in settings.tailed_files]
+        files = {key: jobs.file_report(session, host, key) for key in keys}
         last_retention = jobs.last_run(session, "retention")
     return {
         "runners": {name: runners.get(name) for name in job_names(settings)},

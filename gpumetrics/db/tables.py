@@ -79,9 +79,14 @@ Index(
 )
 Index("ix_records_ts", records.c.ts)
 
-# Where each tailed file was read up to. It is written in the same transaction as the
-# records its lines produced, so a restart resumes exactly there. A file belongs to the
-# host that reads it (replicas sharing a database each tail their own files).
+# Where each tailed file was read up to, keyed by the file itself: its path and the
+# fingerprint of its head (jobs/tail.py), not by the name of the machine that reads it, so
+# a container started anew under another hostname reads on where the old one stopped. It
+# is written in the same transaction as the records its lines produced. `position_sum`
+# (a checksum of the bytes just before `position`) tells an appended file from one
+# rewritten in place; `finished_at` is set once a file rotated away has been read to its
+# end. Rows from before migration 0005 have no fingerprint; they belong to `host`, and the
+# tailer of that host takes them over. `host` is otherwise the host that read it last.
 tail_files = Table(
     "tail_files",
     metadata,
@@ -98,7 +103,23 @@ tail_files = Table(
     Column("lines_rejected", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     Column("bytes_behind", BigInteger, nullable=True),  # at the last poll, for /health
-    UniqueConstraint("host", "path"),
+    Column("fingerprint", String(64), nullable=True),
+    Column("position_sum", String(64), nullable=True),
+    Column("finished_at", BigInteger, nullable=True),
+    UniqueConstraint("path", "fingerprint"),
+)
+
+# What each host's tailer last found at each path it tails, for /health and for logging
+# a file that goes missing or unreadable once, not at every poll: `state` is ok, missing
+# or unreadable since `since`; `fingerprint` names the file last read there (tail_files).
+tail_paths = Table(
+    "tail_paths",
+    metadata,
+    Column("host", String(255), primary_key=True),
+    Column("path", String(1024), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("since", BigInteger, nullable=False),
+    Column("fingerprint", String(64), nullable=True),
 )
 
 # The last run of each periodic job (retention), for /health.

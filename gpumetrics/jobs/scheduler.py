@@ -32,7 +32,12 @@ LEAD_EVERY_SEC = 1.0
 
 
 def tailers(settings: Settings, db: Database) -> list[Tailer]:
-    """A Tailer for each enabled file; files belong to this host."""
+    """A Tailer for each enabled file.
+
+    Checkpoints are keyed by the file itself (its path and fingerprint), so a restart
+    under another hostname reads on; the hostname only names this host's view of each
+    path (missing, unreadable) for /health.
+    """
     return [Tailer(db, path, socket.gethostname()) for path in settings.tailed_files]
 
 

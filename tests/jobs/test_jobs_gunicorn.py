@@ -43,7 +43,14 @@ def test_killing_the_job_runner_mid_backlog_loses_and_doubles_nothing(gunicorn, 
 
     second = wait_for(lambda: (pid := runner()) != first and pid)
     final = wait_for(lambda: (state := file_state())["linesRead"] == LINES and state)
-    assert final == {"linesRead": LINES, "recordsStored": LINES, "duplicates": 0, "linesRejected": 0, "bytesBehind": 0}
+    assert final == {
+        "linesRead": LINES,
+        "recordsStored": LINES,
+        "duplicates": 0,
+        "linesRejected": 0,
+        "bytesBehind": 0,
+        "state": "ok",
+    }
     count = requests.get(server.url + "/metrics", params={"aggregate": "count"}, timeout=30).json()
     assert count["value"] == LINES
 
