@@ -207,6 +207,13 @@ class Settings:
         "a number of hours of at least 0 (0 keeps everything)",
         "Records older than this are deleted; 0 turns retention off.",
     )
+    rollup_retention_days: float | None = setting(
+        "ROLLUP_RETENTION_DAYS",
+        "90",
+        _off_or(_number(0)),
+        "a number of days of at least 0 (0 keeps them for ever)",
+        "Minute rollups older than this are deleted; never before their minute's records.",
+    )
     retention_clean_interval_sec: float = setting(
         "RETENTION_CLEAN_INTERVAL_SEC",
         "3600",

@@ -9,7 +9,7 @@ from config import Settings
 
 from .. import __version__
 from ..http import auth, errors, headers
-from . import docs, gpus, health, metrics, openapi, stats
+from . import docs, gpus, health, metrics, openapi, series, stats
 
 API_DESCRIPTION = """
 Stores the samples that the GPU metrics crawler takes from NVML on every host, and
@@ -17,7 +17,9 @@ answers operators and dashboards.
 
 * **Ingest**: `POST /metrics` takes one record or an array of records.
 * **Read**: `GET /metrics` pages through records, `GET /metrics/aggregate` computes one
-  aggregate over them; `GET /gpus` lists the GPUs; `GET /stats` summarises each GPU and kind.
+  aggregate over them; `GET /metrics/series` buckets them for charts, `GET /metrics/latest`
+  gives the fleet's newest values, `GET /metrics/export` streams them all as NDJSON or CSV;
+  `GET /gpus` lists the GPUs; `GET /stats` summarises each GPU and kind.
 * Times are ISO 8601; without an offset they are UTC. Answers are always UTC, ending in `Z`.
 """
 
@@ -38,7 +40,7 @@ def register(app: Flask, settings: Settings) -> Api:
     spec_kwargs = {"info": {"description": API_DESCRIPTION}, "extra_plugins": plugins}
     api = errors.ApiWithOneErrorFormat(app, spec_kwargs=spec_kwargs)
     metrics.document_records(api.spec)
-    for module in (metrics, gpus, stats, health):
+    for module in (metrics, series, gpus, stats, health):
         api.register_blueprint(module.blp)
     openapi.drop_unused_schemas(api.spec)
     app.register_blueprint(docs.blp)

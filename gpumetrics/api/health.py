@@ -30,6 +30,7 @@ EXAMPLE = {
                 "duplicates": 0,
                 "linesRejected": 2,
                 "bytesBehind": 0,
+                "state": "ok",
             }
         },
         "retention": {"retentionHours": 168, "lastRun": None},

@@ -199,9 +199,12 @@ class Metrics(MethodView):
         checked = validate(items, TimeWindow.from_settings(get_settings()))
         stored = Stored()
         if checked.records:
-            batch = prepare(checked.records)
+            batch = prepare(checked.records, checked.origins)
             with get_db().writing() as session:
                 stored = store_records(session, batch)
+        if stored.refused:
+            refusals = [{"index": i, "errors": {"timestamp": [why]}} for i, why in stored.refused.items()]
+            checked.rejected = sorted(checked.rejected + refusals, key=lambda item: item["index"])
         result = {
             "stored": stored.stored,
             "duplicates": stored.duplicates,

@@ -26,6 +26,12 @@ RETRY_AFTER = {
     "required": True,
     "schema": {"type": "integer", "example": 5},
 }
+# gunicorn answers a request line longer than its limit_request_line itself, before the app.
+TOO_LONG = {
+    "description": "The request line (path and query) is longer than gunicorn's limit_request_line "
+    "(4094 bytes): gunicorn's own HTML answer, without the service's headers.",
+    "content": {"text/html": {"schema": {"type": "string"}}},
+}
 UNAVAILABLE = {
     "description": "The database is unavailable (unreachable, or SQLite's lock timed out); try again.",
     "content": ERROR,
@@ -50,6 +56,8 @@ class DocumentPlugin(BasePlugin):
             if "503" not in map(str, responses):
                 responses["503"] = copy.deepcopy(UNAVAILABLE)
             for status, response in list(responses.items()):
+                if str(status) == "414":
+                    continue
                 response = _response(status, response)
                 if not str(status).startswith(("1", "2", "3")):
                     response.setdefault("content", ERROR)  # every error answer has the one error format
@@ -58,6 +66,8 @@ class DocumentPlugin(BasePlugin):
                 if str(status) == "503":
                     headers.setdefault("Retry-After", RETRY_AFTER)
                 responses[status] = response
+            if operation.get("parameters"):
+                responses["414"] = copy.deepcopy(TOO_LONG)
             for parameter in operation.get("parameters", []):
                 if isinstance(parameter, dict) and "example" in parameter.get("schema", {}):
                     parameter.setdefault("example", parameter["schema"]["example"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
@@ -334,3 +335,145 @@ class StatsQuery(Window):
 
 class GpusQuery(GpuFilters):
     pass
+
+
+# ---- chart queries ---------------------------------------------------------------------
+
+SERIES_AGGREGATES = ("avg", "min", "max", "sum", "count", "last", "p50", "p90", "p95", "p99")
+MAX_BUCKETS = 11_000  # as Prometheus: (end - start) / step
+_DURATION = re.compile(r"^(\d{1,9})([smhd]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(fields.Field):
+    """Whole seconds, or a number with a unit: 30s, 1m, 5m, 1h, 1d."""
+
+    default_error_messages = {"invalid": "Not a duration: give whole seconds, or a number with s, m, h or d."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        found = _DURATION.match(value.strip()) if isinstance(value, str) else None
+        if found is None:
+            raise self.make_error("invalid")
+        return int(found.group(1)) * _UNIT_SECONDS[found.group(2)]
+
+
+def _several(field: fields.Field, what: str, example: Any) -> fields.List:
+    return fields.List(field, metadata={"description": f"{what} Repeat it to name several.", "example": [example]})
+
+
+class ChartFilters(Query):
+    """Which GPUs, each filter repeatable: one call covers several GPUs."""
+
+    gpuIndex = _several(fields.Integer(validate=validate.Range(min=0, max=GPU_INDEX_MAX)), "Only this GPU index.", 0)
+    host = _several(
+        fields.String(validate=text_rules(NAME_MAX)), "Only this host (also accepted as `hostname`).", "trainer-01"
+    )
+    uuid = _several(
+        fields.String(validate=text_rules(NAME_MAX)), "Only this GPU UUID (also accepted as `gpuId`).", "GPU-abc-uuid"
+    )
+
+
+class SeriesQuery(ChartFilters):
+    metric = fields.String(
+        required=True,
+        validate=validate.OneOf(list(KINDS)),
+        metadata={"description": "The kind.", "example": "utilization"},
+    )
+    field = fields.String(
+        validate=validate.OneOf(MEASURED_FIELDS),
+        metadata={
+            "description": "The field of the kind; required except with aggregate=count.",
+            "example": "gpuPercent",
+        },
+    )
+    aggregate = fields.String(
+        load_default="avg",
+        validate=validate.OneOf(SERIES_AGGREGATES),
+        metadata={
+            "description": "Per bucket: avg (default), min, max, sum, count, last (the newest record's value), or the "
+            "exact percentile p50, p90, p95, p99 (numpy's linear interpolation; only while the records are kept).",
+            "example": "avg",
+        },
+    )
+    step = Duration(
+        required=True,
+        metadata={
+            "description": "Bucket width: whole seconds, or 30s, 1m, 5m, 1h, 1d. Buckets start at multiples of the "
+            "step since the epoch (UTC). At most 11000 buckets in the window.",
+            "example": "1m",
+        },
+    )
+    start = Timestamp(
+        metadata={
+            "description": "Records at or after this time; default an hour before `end`.",
+            "example": "2025-12-01T18:00:00Z",
+        }
+    )
+    end = Timestamp(
+        metadata={"description": "Records at or before this time; default now.", "example": "2025-12-01T19:00:00Z"}
+    )
+    groupBy = fields.String(
+        load_default="gpu",
+        validate=validate.OneOf(["gpu", "host", "none"]),
+        metadata={
+            "description": "A series per gpu (default), per host, or one for everything (none).",
+            "example": "gpu",
+        },
+    )
+
+    @validates_schema
+    def _consistent(self, data, **kwargs):
+        metric, field, aggregate = data.get("metric"), data.get("field"), data.get("aggregate", "avg")
+        if metric is None:
+            return
+        if field is None and aggregate != "count":
+            valid = ", ".join(f.name for f in KINDS[metric].fields if f.measured)
+            raise ValidationError(f"{aggregate} needs a field of {metric}: {valid}.", "field")
+        if field is not None and KINDS[metric].field(field) is None:
+            valid = ", ".join(f.name for f in KINDS[metric].fields if f.measured)
+            raise ValidationError(f"{field} is not a field of {metric}; valid: {valid}.", "field")
+        if data.get("step") is not None and data["step"] < 1:
+            raise ValidationError("Must be at least 1 second.", "step")
+
+
+class Series(Schema):
+    host = fields.String(allow_none=True, metadata={"description": "With groupBy gpu or host; null: the local host."})
+    gpuIndex = fields.Integer(allow_none=True, metadata={"description": "With groupBy gpu."})
+    uuid = fields.String(allow_none=True, metadata={"description": "With groupBy gpu."})
+    name = fields.String(allow_none=True, metadata={"description": "With groupBy gpu."})
+    points = fields.List(
+        fields.Tuple((fields.String(), fields.Float())),
+        required=True,
+        metadata={"description": "[bucket start (ISO 8601 UTC), value], ascending; empty buckets are left out."},
+    )
+
+
+class SeriesResult(Schema):
+    metric = fields.String(required=True)
+    field = fields.String(required=True, allow_none=True)
+    aggregate = fields.String(required=True)
+    step = fields.Integer(required=True, metadata={"description": "Seconds."})
+    start = fields.String(required=True)
+    end = fields.String(required=True)
+    series = fields.List(fields.Nested(Series), required=True)
+
+
+class LatestQuery(ChartFilters):
+    metric = fields.String(
+        validate=validate.OneOf(list(KINDS)), metadata={"description": "Only this kind.", "example": "utilization"}
+    )
+
+
+class LatestResult(Schema):
+    items = fields.List(Shaped(StoredRecord), required=True)
+
+
+class ExportQuery(Window):
+    metric = fields.String(
+        validate=validate.OneOf(list(KINDS)), metadata={"description": "Only this kind.", "example": "utilization"}
+    )
+    format = fields.String(
+        load_default="ndjson",
+        validate=validate.OneOf(["ndjson", "csv"]),
+        metadata={"description": "ndjson (a record a line, as GET /metrics shows it) or csv.", "example": "csv"},
+    )

@@ -58,9 +58,26 @@ class Backend:
     def lock_migrations(self, connection: Connection) -> None:
         """Serialise schema upgrades of processes that start at once."""
 
-    def insert_rows(self, connection: Connection, table: str, columns: Sequence[str], rows: list[list[Any]]) -> int:
-        """Insert plain rows, skipping those that conflict; returns how many were added."""
+    # The SQL names of the smaller and the larger of two values.
+    smaller = "min"
+    larger = "max"
+
+    def insert_rows(
+        self, connection: Connection, table: str, columns: Sequence[str], rows: list[list[Any]], key: Sequence[str]
+    ) -> list[tuple] | None:
+        """Insert plain rows, skipping those that conflict with a stored row.
+
+        Returns None when every row was added, else the `key` columns of the rows that were.
+        """
         raise NotImplementedError
+
+    def executemany(self, connection: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run `sql` (with ? placeholders) once per row, on the driver: the hot path's small writes."""
+        cursor = connection.connection.driver_connection.cursor()
+        try:
+            cursor.executemany(sql, rows)
+        finally:
+            cursor.close()
 
     def lock_hosts(self, session: Session, hosts: Iterable[str]) -> None:
         """Serialise writers of one host's GPUs across replicas, in a fixed order."""
@@ -119,14 +136,23 @@ class SqliteBackend(Backend):
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def insert_rows(self, connection: Connection, table: str, columns: Sequence[str], rows: list[list[Any]]) -> int:
-        """One executemany on the driver: SQLAlchemy's per-row work would cost more than SQLite's insert."""
+    def insert_rows(
+        self, connection: Connection, table: str, columns: Sequence[str], rows: list[list[Any]], key: Sequence[str]
+    ) -> list[tuple] | None:
+        """One executemany on the driver: SQLAlchemy's per-row work would cost more than SQLite's insert.
+
+        New rows get ids above the table's largest (SQLite's rowid rule, under the write
+        lock), which finds the added ones when some were not.
+        """
         names = ", ".join(f'"{name}"' for name in columns)
         markers = ", ".join("?" * len(columns))
         cursor = connection.connection.driver_connection.cursor()
         try:
+            before = cursor.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
             cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({markers}) ON CONFLICT DO NOTHING", rows)
-            return cursor.rowcount
+            if cursor.rowcount == len(rows):
+                return None
+            return cursor.execute(f"SELECT {', '.join(key)} FROM {table} WHERE id > ?", (before,)).fetchall()
         finally:
             cursor.close()
 
@@ -158,10 +184,15 @@ class PostgresBackend(Backend):
     def lock_migrations(self, connection: Connection) -> None:
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
 
-    def insert_rows(self, connection: Connection, table: str, columns: Sequence[str], rows: list[list[Any]]) -> int:
-        """COPY into a session-local staging table, then one INSERT ... SELECT.
+    smaller = "LEAST"
+    larger = "GREATEST"
 
-        1.5 times the rate of executemany (bench/pg_insert_paths.py), and as idempotent.
+    def insert_rows(
+        self, connection: Connection, table: str, columns: Sequence[str], rows: list[list[Any]], key: Sequence[str]
+    ) -> list[tuple] | None:
+        """COPY into a session-local staging table, then one INSERT ... SELECT ... RETURNING.
+
+        1.5 times the rate of executemany (measured when it was chosen), and as idempotent.
         """
         names = ", ".join(columns)
         staging = f"{table}_staging"
@@ -173,10 +204,16 @@ class PostgresBackend(Backend):
             with cursor.copy(f"COPY {staging} ({names}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
-            cursor.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} ON CONFLICT DO NOTHING")
-            added = cursor.rowcount
+            cursor.execute(
+                f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} ON CONFLICT DO NOTHING "
+                f"RETURNING {', '.join(key)}"
+            )
+            added = cursor.fetchall()
             cursor.execute(f"TRUNCATE {staging}")  # the same transaction may insert again
-            return added
+            return None if len(added) == len(rows) else added
+
+    def executemany(self, connection: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        super().executemany(connection, sql.replace("?", "%s"), rows)
 
     def lock_hosts(self, session: Session, hosts: Iterable[str]) -> None:
         for host in sorted(set(hosts)):

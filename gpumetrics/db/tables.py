@@ -34,7 +34,6 @@ metadata = MetaData(
 )
 
 
-
 def _column_type(field: Field):
     if field.type == "string":
         return Text() if field.max_length is None or field.max_length > NAME_MAX else String(field.max_length)
@@ -139,4 +138,49 @@ job_runners = Table(
     Column("name", String(64), primary_key=True),
     Column("runner", String(255), nullable=False),
     Column("since", BigInteger, nullable=False),
+)
+
+# What each minute of each GPU's records of one field adds up to (store/rollups.py),
+# kept ROLLUP_RETENTION_DAYS, longer than the records: long series and statistics read
+# a row a minute instead of every record. `minute` is the epoch microseconds it starts at;
+# `last` is the value at `last_ts` (the greatest, when several records share that time).
+rollups = Table(
+    "rollups",
+    metadata,
+    Column("gpu_id", Id, ForeignKey("gpus.id"), primary_key=True),
+    Column("metric", String(16), primary_key=True),
+    Column("field", String(32), primary_key=True),
+    Column("minute", BigInteger, primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Column("sum", Float, nullable=False),
+    Column("min", Float, nullable=False),
+    Column("max", Float, nullable=False),
+    Column("first_ts", BigInteger, nullable=False),
+    Column("last_ts", BigInteger, nullable=False),
+    Column("last", Float, nullable=False),
+    sqlite_with_rowid=False,
+)
+Index("ix_rollups_minute", rollups.c.minute)
+
+# The newest record of each GPU and kind (for processes: every process at the newest
+# time), a copy kept current by every write, so "the fleet now" is one small read.
+latest = Table(
+    "latest",
+    metadata,
+    Column("gpu_id", Id, ForeignKey("gpus.id"), primary_key=True),
+    Column("metric", String(16), primary_key=True),
+    Column("pid_key", BigInteger, primary_key=True),  # the pid of a process record, -1 otherwise
+    Column("ts", BigInteger, nullable=False),
+    *(Column(name, _column_type(field), nullable=True) for name, field in COLUMNS.items()),
+    sqlite_with_rowid=False,
+)
+
+# Facts the service keeps about itself: "records_expired_before" is where retention last
+# cut the records (a whole minute); a minute before it that has a rollup but no records
+# is sealed: a record for it could be a re-send that nothing can tell from a new one.
+marks = Table(
+    "marks",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
 )

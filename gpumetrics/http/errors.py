@@ -56,7 +56,14 @@ def _with_values(problems: dict) -> str:
     """Each query parameter's messages end with the value it got; the message says the first."""
     for name, messages in problems.items():
         given = request.args.getlist(name)
-        if given and isinstance(messages, list):
+        if given and isinstance(messages, dict):  # a repeated parameter: messages by position
+            problems[name] = [
+                f"{message} Got {name}={given[int(i)]!r}."
+                for i, texts in messages.items()
+                if str(i).isdigit() and int(i) < len(given)
+                for message in texts
+            ] or [str(messages)]
+        elif given and isinstance(messages, list):
             shown = given[0] if len(given) == 1 else given
             problems[name] = [f"{message} Got {name}={shown!r}." for message in messages]
     name, messages = next(iter(problems.items()))

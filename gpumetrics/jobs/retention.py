@@ -1,46 +1,81 @@
-"""Retention: delete records older than the retention window, in bounded batches.
+"""Retention: delete records older than their window and rollups older than theirs, in bounded batches.
 
 Each batch is its own short transaction, with a pause between batches, so ingestion
-waits at most one batch for the write lock however much there is to delete.
+waits at most one batch for the write lock however much there is to delete. Cut-offs
+fall on whole minutes, so no minute's records are half gone while its rollup stays, and
+rollups never go before their minute's records.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
 
 from .. import times
 from ..db import Database
-from ..store import jobs
+from ..store import jobs, sealed
 from ..store import retention as expiry
+from ..store.rollups import minute_of
 
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 20_000
+ROLLUP_BATCH_MINUTES = 10
 PAUSE_SEC = 0.05
 HOUR_MICROS = 3600 * 1_000_000
 
 
-def purge(db: Database, retention_hours: float, batch: int = BATCH_ROWS, pause: float = PAUSE_SEC) -> int:
-    """Delete every record older than now minus `retention_hours` (> 0); returns the count."""
+def purge(
+    db: Database,
+    retention_hours: float,
+    rollup_days: float | None = None,
+    batch: int = BATCH_ROWS,
+    pause: float = PAUSE_SEC,
+) -> int:
+    """Delete records older than `retention_hours` (> 0) and rollups older than `rollup_days`
+    (None: kept for ever); returns how many records went."""
     if not retention_hours > 0:
         raise ValueError(f"a retention window must be positive, not {retention_hours!r}")
     started = times.now_micros()
-    cutoff = started - int(retention_hours * HOUR_MICROS)
-    deleted, batches = 0, 0
-    while True:
-        with db.writing() as session:
-            gone = expiry.delete_expired(session, cutoff, batch)
-        deleted += gone
-        batches += 1
-        if gone < batch:
-            break
-        time.sleep(pause)
+    cutoff = minute_of(started - int(retention_hours * HOUR_MICROS))
+
+    def records_batch(session) -> tuple[int, bool]:
+        gone = expiry.delete_expired(session, cutoff, batch)
+        return gone, gone == batch
+
+    deleted, batches = _in_batches(db, records_batch, pause)
+    rollups_deleted = 0
+    if rollup_days is not None:
+        rollup_cutoff = min(cutoff, minute_of(started - int(rollup_days * 24 * HOUR_MICROS)))
+
+        def rollups_batch(session) -> tuple[int, bool]:
+            gone = expiry.delete_expired_rollups(session, rollup_cutoff, ROLLUP_BATCH_MINUTES)
+            return gone, gone > 0
+
+        rollups_deleted = _in_batches(db, rollups_batch, pause)[0]
     with db.reading() as session:
         expiry.warm_up(session, since=cutoff)
     with db.writing() as session:
+        sealed.note_expired_before(session, cutoff)
+        expiry.delete_expired_latest(session, cutoff)
         gpus_gone = expiry.forget_empty_gpus(session, since=cutoff)
-        outcome = {"deleted": deleted, "batches": batches, "gpusForgotten": gpus_gone, "cutoff": times.to_iso(cutoff)}
+        outcome = {"deleted": deleted, "batches": batches, "rollupsDeleted": rollups_deleted}
+        outcome |= {"gpusForgotten": gpus_gone, "cutoff": times.to_iso(cutoff)}
         jobs.save_run(session, "retention", started, outcome)
     log.info("retention: deleted %d records older than %s in %d batches", deleted, times.to_iso(cutoff), batches)
     return deleted
+
+
+def _in_batches(db: Database, delete_some: Callable[[Session], tuple[int, bool]], pause: float) -> tuple[int, int]:
+    """Run `delete_some` (rows deleted, more left?) each in its own write transaction; (rows, batches)."""
+    deleted, batches = 0, 0
+    while True:
+        with db.writing() as session:
+            gone, more = delete_some(session)
+        deleted, batches = deleted + gone, batches + 1
+        if not more:
+            return deleted, batches
+        time.sleep(pause)

@@ -118,7 +118,7 @@ class Jobs:
     def retention(self) -> None:
         hours = self.settings.metrics_retention_hours
         if hours is not None:
-            retention.purge(self.db, hours)
+            retention.purge(self.db, hours, self.settings.rollup_retention_days)
 
 
 def start_jobs(settings: Settings, db: Database) -> Jobs | None:

@@ -26,16 +26,23 @@ class TimeWindow:
     """The times a record may carry: not too far ahead of the server, not older than kept.
 
     A record ahead of the clock would stay the "latest" value for ever; one older than
-    everything the service keeps would be deleted at the next retention run.
+    everything the service keeps (records and their rollups) would be deleted at the
+    next retention run.
     """
 
     now: int
     ahead_sec: float | None = None  # MAX_CLOCK_SKEW_SEC; None: no limit
     kept_hours: float | None = None  # METRICS_RETENTION_HOURS; None: kept for ever
+    rollup_days: float | None = None  # ROLLUP_RETENTION_DAYS; None: kept for ever
 
     @classmethod
     def from_settings(cls, settings: Any) -> TimeWindow:
-        return cls(times.now_micros(), settings.max_clock_skew_sec, settings.metrics_retention_hours)
+        return cls(
+            times.now_micros(),
+            settings.max_clock_skew_sec,
+            settings.metrics_retention_hours,
+            settings.rollup_retention_days,
+        )
 
     def refuse(self, ts: int) -> str | None:
         """Why a record at `ts` is refused, or None."""
@@ -44,11 +51,14 @@ class TimeWindow:
                 f"More than MAX_CLOCK_SKEW_SEC={self.ahead_sec:g} seconds ahead of the server's time, "
                 f"{times.to_iso(self.now)}."
             )
-        if self.kept_hours is not None and ts < self.now - int(self.kept_hours * 3600e6):
-            return (
-                f"Older than METRICS_RETENTION_HOURS={self.kept_hours:g}: nothing before "
-                f"{times.to_iso(self.now - int(self.kept_hours * 3600e6))} is kept."
-            )
+        if self.kept_hours is None or self.rollup_days is None:
+            return None  # the records, or their rollups, are kept for ever
+        kept = f"METRICS_RETENTION_HOURS={self.kept_hours:g}"
+        if self.rollup_days * 24 > self.kept_hours:
+            kept = f"ROLLUP_RETENTION_DAYS={self.rollup_days:g} (the rollups; the records: {kept})"
+        oldest = self.now - int(max(self.kept_hours, self.rollup_days * 24) * 3600e6)
+        if ts < oldest:
+            return f"Older than {kept}: nothing before {times.to_iso(oldest)} is kept."
         return None
 
 
@@ -57,6 +67,7 @@ class Checked:
     """The outcome of validating a list of input records."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
+    origins: list[int] = field(default_factory=list)  # the position of each record's input item
     rejected: list[dict[str, Any]] = field(default_factory=list)  # {"index", "errors"}
     warnings: list[dict[str, Any]] = field(default_factory=list)  # {"index", "field", "message"}
 
@@ -170,5 +181,6 @@ def validate(items: list[Any], window: TimeWindow | None = None, first_index: in
             checked.rejected.append({"index": position, "errors": err.messages})
             continue
         checked.records += records
+        checked.origins += [position] * len(records)
         checked.warnings += [{"index": position, **note} for note in notes]
     return checked

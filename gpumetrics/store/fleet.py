@@ -16,8 +16,11 @@ from sqlalchemy.orm import Session
 
 from ..db import backend_of
 from ..db.tables import gpus, records
+from ..kinds import COLUMNS
+from . import latest, rollups
 
 LOCAL_HOST = ""  # records without a host belong to the host the service runs on
+RECORD_LAYOUT = (records.c.gpu_id, records.c.metric, records.c.ts, *(records.c[column] for column in COLUMNS))
 
 
 class GpuKey(NamedTuple):
@@ -62,21 +65,29 @@ class Fleet:
         self.session = session
         self.gpus = [Gpu(**row._asdict()) for row in session.execute(select(gpus).where(gpus.c.host.in_(hosts)))]
         self.merged: dict[int, int] = {}  # id of a GPU merged away -> id of the GPU it joined
+        self.seen: dict[int, Gpu] = {}  # GPUs whose name or time range the batch changed
 
     def resolve(self, key: GpuKey, sighting: Sighting) -> int:
         """The id of the GPU `key` names, created or tied together as needed."""
         gpu = self._tie(key, *self._lookup(key))
         if gpu is None:
             return self._create(key, sighting).id
-        changes = {}
-        if sighting.name and sighting.name != gpu.name:
-            changes["name"] = sighting.name
-        if sighting.first < gpu.first_seen:
-            changes["first_seen"] = sighting.first
-        if sighting.last > gpu.last_seen:
-            changes["last_seen"] = sighting.last
-        self._set(gpu, **changes)
+        if (
+            (sighting.name and sighting.name != gpu.name)
+            or sighting.first < gpu.first_seen
+            or sighting.last > gpu.last_seen
+        ):
+            gpu.name = sighting.name or gpu.name
+            gpu.first_seen, gpu.last_seen = min(gpu.first_seen, sighting.first), max(gpu.last_seen, sighting.last)
+            self.seen[gpu.id] = gpu
         return gpu.id
+
+    def save_sightings(self) -> None:
+        """Write the batch's names and time ranges: one statement for every GPU seen."""
+        rows = [(gpu.name, gpu.first_seen, gpu.last_seen, gpu.id) for gpu in self.seen.values() if gpu in self.gpus]
+        if rows:
+            sql = "UPDATE gpus SET name = ?, first_seen = ?, last_seen = ? WHERE id = ?"
+            backend_of(self.session).executemany(self.session.connection(), sql, rows)
 
     def current_id(self, gpu_id: int) -> int:
         """Where a GPU resolved earlier in the batch now is, after any merge."""
@@ -137,8 +148,12 @@ class Fleet:
             )
             .exists()
         )
+        twice = self.session.execute(select(*RECORD_LAYOUT).where(records.c.gpu_id == other.id, same_sample)).all()
+        dropped = rollups.summarize([row[0] for row in twice], twice, tuple(c.name for c in RECORD_LAYOUT))
         self.session.execute(delete(records).where(records.c.gpu_id == other.id, same_sample))
         self.session.execute(update(records).where(records.c.gpu_id == other.id).values(gpu_id=into.id))
+        rollups.move(self.session, other.id, into.id, dropped)
+        latest.rebuild(self.session, [into.id, other.id])
         self.session.execute(delete(gpus).where(gpus.c.id == other.id))
         self.gpus.remove(other)
         self.merged[other.id] = into.id
@@ -154,4 +169,5 @@ def resolve_gpus(session: Session, seen: dict[GpuKey, Sighting]) -> dict[GpuKey,
     """The GPU id of every key; GPUs are created, named and tied together as needed."""
     fleet = Fleet(session, {key.host for key in seen})
     resolved = {key: fleet.resolve(key, sighting) for key, sighting in seen.items()}
+    fleet.save_sightings()
     return {key: fleet.current_id(gpu_id) for key, gpu_id in resolved.items()}

@@ -12,13 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from .. import times
-from ..db import backend_of
 from ..db.tables import gpus, records
 from ..kinds import COLUMNS, FIELD_KINDS, INT64_MAX, KINDS, Kind
+from . import summaries
+from .rollups import merge
 
 FIELD_COLUMN = {field.name: column for column, field in COLUMNS.items()}
 
@@ -56,7 +57,7 @@ class BadCursor(ValueError):
     """A cursor that this service did not hand out, or for another order."""
 
 
-def _gpu_ids(session: Session, filters: Filters) -> list[int] | None:
+def gpu_ids(session: Session, filters: Filters) -> list[int] | None:
     """Ids of the GPUs the filters name, or None when they name no GPU."""
     conditions = []
     if filters.hosts:
@@ -73,7 +74,7 @@ def _gpu_ids(session: Session, filters: Filters) -> list[int] | None:
 def _where(session: Session, filters: Filters, metrics: Sequence[str] | None = None) -> list:
     """Record conditions, phrased so every per-GPU read ranges over the identity index."""
     conditions = []
-    ids = _gpu_ids(session, filters)
+    ids = gpu_ids(session, filters)
     if ids is not None:
         conditions.append(records.c.gpu_id.in_(ids))
     if filters.metric is not None:
@@ -162,25 +163,36 @@ def page(
 
 
 def aggregate(session: Session, filters: Filters, function: str, field: str | None) -> tuple[float | None, int]:
-    """(value, count) of one aggregate over the filtered records; value None if none."""
-    if field is None:
-        count = session.scalar(select(func.count()).select_from(records).where(and_(True, *_where(session, filters))))
-        return (float(count) if function == "count" else None), count
-    column = records.c[FIELD_COLUMN[field]]
-    conditions = _where(session, filters, FIELD_KINDS[field])
-    sql_function = {
-        "avg": func.avg,
-        "min": func.min,
-        "max": func.max,
-        "sum": backend_of(session).sum,
-        "count": func.count,
-    }[function]
-    value, count = session.execute(
-        select(sql_function(column), func.count(column)).where(and_(True, *conditions))
-    ).one()
-    if count == 0:
+    """(value, count) of one aggregate over the filtered records; value None if none.
+
+    Whole minutes come from the rollups, so this reaches as far back as they are kept.
+    """
+    if field is not None:
+        metrics = [filters.metric] if filters.metric else list(FIELD_KINDS[field])
+    else:
+        metrics = [filters.metric] if filters.metric else list(KINDS)
+    ids = gpu_ids(session, filters)
+    span = summaries.Span(filters.start, filters.end)
+    total: list | None = None
+    for metric in metrics:
+        column = FIELD_COLUMN[field] if field is not None else count_column(metric)
+        for summary in summaries.summaries(session, ids, metric, [column], span, None).values():
+            if total is None:
+                total = list(summary)
+            else:
+                merge(total, summary)
+    if total is None:
         return None, 0
+    count, value_sum, low, high = total[:4]
+    if field is None:
+        return (float(count) if function == "count" else None), count
+    value = {"avg": value_sum / count, "min": low, "max": high, "sum": value_sum, "count": count}[function]
     return float(value), count
+
+
+def count_column(metric: str) -> str:
+    """The column whose values count a kind's records: its first required measurement."""
+    return next(f.column for f in KINDS[metric].fields if f.measured and f.required)
 
 
 def is_gpu() -> Any:
@@ -190,7 +202,7 @@ def is_gpu() -> Any:
 
 def gpu_list(session: Session, filters: Filters | None = None) -> list[dict[str, Any]]:
     """Every GPU that has records (of the filters' host, index, UUID), with the time range they cover."""
-    ids = _gpu_ids(session, filters) if filters is not None else None
+    ids = gpu_ids(session, filters) if filters is not None else None
     query = select(gpus).where(is_gpu()).order_by(gpus.c.host, gpus.c.gpu_index, gpus.c.id)
     rows = session.execute(query if ids is None else query.where(gpus.c.id.in_(ids)))
     return [
@@ -206,66 +218,38 @@ def _gpu_out(row: Any) -> dict[str, Any]:
 def stats(session: Session, filters: Filters) -> list[dict[str, Any]]:
     """Per GPU and kind: count, first, last, and min/max/avg/last of each field.
 
-    One grouped query per kind, over that kind's own columns: half the work of one
-    query over every column (bench/query.py).
+    Whole minutes of the window come from the rollups, its edges from the records.
     """
-    window = _where(session, filters)
+    ids = gpu_ids(session, filters)
+    span = summaries.Span(filters.start, filters.end)
     by_gpu: dict[int, dict[str, Any]] = {}
     for kind in KINDS.values():
-        if filters.metric in (None, kind.name):
-            for gpu_id, summary in _kind_stats(session, kind, window).items():
-                by_gpu.setdefault(gpu_id, {})[kind.name] = summary
+        if filters.metric not in (None, kind.name):
+            continue
+        measured = [field for field in kind.fields if field.measured]
+        found = summaries.summaries(session, ids, kind.name, [f.column for f in measured], span, None)
+        for gpu_id in sorted({gpu for gpu, _, _ in found}):
+            by_gpu.setdefault(gpu_id, {})[kind.name] = _kind_stats(kind, measured, gpu_id, found)
     gpu_rows = session.execute(
         select(gpus).where(gpus.c.id.in_(by_gpu), is_gpu()).order_by(gpus.c.host, gpus.c.gpu_index, gpus.c.id)
     )
     return [{**_gpu_out(row), "metrics": by_gpu[row.id]} for row in gpu_rows]
 
 
-def _kind_stats(session: Session, kind: Kind, window: list) -> dict[int, dict[str, Any]]:
-    """The statistics of one kind, by GPU id."""
-    measured = [field for field in kind.fields if field.measured]
-    conditions = and_(records.c.metric == kind.name, *window)
-    summary = [
-        function(records.c[field.column]).label(f"{name}_{field.column}")
-        for field in measured
-        for name, function in (("min", func.min), ("max", func.max), ("avg", func.avg))
-    ]
-    grouped = session.execute(
-        select(records.c.gpu_id, func.count().label("count"), func.min(records.c.ts).label("first"))
-        .add_columns(func.max(records.c.ts).label("last"), *summary)
-        .where(conditions)
-        .group_by(records.c.gpu_id)
-    ).all()
-    if not grouped:
-        return {}
-    newest = (
-        select(records.c.gpu_id, func.max(records.c.ts).label("ts")).where(conditions).group_by(records.c.gpu_id)
-    ).subquery()
-    last_values = {
-        row.gpu_id: row  # ordered by id: the highest id wins among equal times
-        for row in session.execute(
-            select(records)
-            .join(newest, and_(records.c.gpu_id == newest.c.gpu_id, records.c.ts == newest.c.ts))
-            .where(records.c.metric == kind.name)
-            .order_by(records.c.id)
-        )
-    }
+def _kind_stats(kind: Kind, measured: list, gpu_id: int, found: dict) -> dict[str, Any]:
+    """One kind of one GPU: count, time range and each field's figures."""
+    own = {field.column: found.get((gpu_id, field.column, 0)) for field in measured}
+    present = [summary for summary in own.values() if summary is not None]
     return {
-        row.gpu_id: {
-            "count": row.count,
-            "first": times.to_iso(row.first),
-            "last": times.to_iso(row.last),
-            "fields": {field.name: _field_stats(row, last_values[row.gpu_id], field.column) for field in measured},
-        }
-        for row in grouped
+        "count": own[count_column(kind.name)][0],
+        "first": times.to_iso(min(summary[4] for summary in present)),
+        "last": times.to_iso(max(summary[5] for summary in present)),
+        "fields": {field.name: _field_stats(own[field.column]) for field in measured},
     }
 
 
-def _field_stats(row: Any, newest: Any, column: str) -> dict[str, Any]:
-    average = row._mapping[f"avg_{column}"]
-    return {
-        "min": _plain(row._mapping[f"min_{column}"]),
-        "max": _plain(row._mapping[f"max_{column}"]),
-        "avg": None if average is None else float(average),  # PostgreSQL: numeric
-        "last": _plain(getattr(newest, column)),
-    }
+def _field_stats(summary: list | None) -> dict[str, Any]:
+    if summary is None:
+        return {"min": None, "max": None, "avg": None, "last": None}
+    count, total, low, high, _, _, last = summary
+    return {"min": _plain(low), "max": _plain(high), "avg": total / count, "last": _plain(last)}

@@ -1,4 +1,4 @@
-"""What retention deletes: expired records a batch at a time, then GPUs left with none."""
+"""What retention deletes: expired records and rollups a batch at a time, then GPUs left with neither."""
 
 from __future__ import annotations
 
@@ -6,13 +6,28 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from ..db import backend_of
-from ..db.tables import gpus, records
+from ..db.tables import gpus, latest, records, rollups
 from ..kinds import KINDS
+from .rollups import MINUTE
 
 
 def delete_expired(session: Session, cutoff: int, batch: int) -> int:
     """Delete up to `batch` records older than `cutoff`, oldest first; returns how many went."""
     return backend_of(session).delete_oldest(session, records, cutoff, batch)
+
+
+def delete_expired_rollups(session: Session, cutoff: int, minutes: int) -> int:
+    """Delete the rollups of up to `minutes` of the oldest minutes before `cutoff`; returns rows deleted."""
+    oldest = session.scalar(select(func.min(rollups.c.minute)))
+    if oldest is None or oldest >= cutoff:
+        return 0
+    until = min(cutoff, oldest + minutes * MINUTE)
+    return session.execute(delete(rollups).where(rollups.c.minute < until)).rowcount
+
+
+def delete_expired_latest(session: Session, cutoff: int) -> None:
+    """The newest copies of records that expired go with them."""
+    session.execute(delete(latest).where(latest.c.ts < cutoff))
 
 
 def _oldest(session: Session, gpu_id: int, since: int | None) -> int | None:
@@ -25,6 +40,24 @@ def _oldest(session: Session, gpu_id: int, since: int | None) -> int | None:
         for kind in KINDS
     ]
     return min((first for first in firsts if first is not None), default=None)
+
+
+def _oldest_rollup(session: Session, gpu_id: int) -> int | None:
+    """The time of a GPU's oldest record counted in the rollups: probes of the rollups' key."""
+    firsts = []
+    for kind in KINDS:
+        minute = session.scalar(
+            select(func.min(rollups.c.minute)).where(rollups.c.gpu_id == gpu_id, rollups.c.metric == kind)
+        )
+        if minute is not None:
+            firsts.append(
+                session.scalar(
+                    select(func.min(rollups.c.first_ts)).where(
+                        rollups.c.gpu_id == gpu_id, rollups.c.metric == kind, rollups.c.minute == minute
+                    )
+                )
+            )
+    return min(firsts, default=None)
 
 
 def oldest_by_gpu(session: Session, since: int | None = None) -> dict[int, int | None]:
@@ -46,12 +79,15 @@ def warm_up(session: Session, since: int) -> None:
 
 
 def forget_empty_gpus(session: Session, since: int | None = None) -> int:
-    """Drop GPUs with no records left, and move each GPU's firstSeen to its oldest record."""
+    """Drop GPUs with neither records nor rollups left; move each GPU's firstSeen to its oldest."""
     gone = 0
     backend_of(session).lock_hosts(session, session.scalars(select(gpus.c.host).distinct()).all())
-    for gpu_id, first in oldest_by_gpu(session, since).items():
+    for gpu_id, first_record in oldest_by_gpu(session, since).items():
+        first_rollup = _oldest_rollup(session, gpu_id)
+        first = min((t for t in (first_record, first_rollup) if t is not None), default=None)
         if first is not None:
             session.execute(update(gpus).where(gpus.c.id == gpu_id).values(first_seen=first))
         else:
+            session.execute(delete(latest).where(latest.c.gpu_id == gpu_id))
             gone += session.execute(delete(gpus).where(gpus.c.id == gpu_id)).rowcount
     return gone

@@ -38,7 +38,7 @@ from sqlalchemy import delete
 import config
 from gpumetrics import create_app
 from gpumetrics.api.metrics import BATCH_EXAMPLE
-from gpumetrics.db.tables import gpus, records
+from gpumetrics.db.tables import gpus, latest, records, rollups
 from gpumetrics.kinds import FIELD_KINDS, KINDS, MEASURED_FIELDS
 from gpumetrics.records import crawler
 from gpumetrics.state import app_state
@@ -49,6 +49,9 @@ READ_KEYS = ("fuzz-read-key",)
 ERROR_KEYS = {"code", "status", "message", "errors"}
 GUARDED = {
     ("GET", "/metrics/aggregate"),
+    ("GET", "/metrics/series"),
+    ("GET", "/metrics/latest"),
+    ("GET", "/metrics/export"),
     ("POST", "/metrics"),
     ("GET", "/metrics"),
     ("GET", "/gpus"),
@@ -215,8 +218,8 @@ def test_reads_after_generated_writes(app, writes, reads):
 
 def _empty(app) -> None:
     with app_state(app).db.writing() as session:
-        session.execute(delete(records))
-        session.execute(delete(gpus))
+        for table in (records, rollups, latest, gpus):
+            session.execute(delete(table))
 
 
 FIELD_NAMES = sorted(

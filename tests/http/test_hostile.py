@@ -24,7 +24,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 import gpumetrics.store.queries
 from gpumetrics import create_app
-from gpumetrics.db.tables import gpus, records
+from gpumetrics.db.tables import gpus, latest, records, rollups
 from gpumetrics.state import app_state
 
 INGEST_KEYS = ("k1", "k2")
@@ -133,8 +133,8 @@ def _hostile_record(form: str, field: str, value: str) -> dict:
 
 def _wipe(app) -> None:
     with app_state(app).db.writing() as session:
-        session.execute(delete(records))
-        session.execute(delete(gpus))
+        for table in (records, rollups, latest, gpus):
+            session.execute(delete(table))
 
 
 FORMS = [(field, form) for field in ("host", "uuid", "name") for form in ("canonical", "crawler")]

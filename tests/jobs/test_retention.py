@@ -27,13 +27,13 @@ def test_purge_deletes_exactly_what_is_older_than_the_window_in_bounded_batches(
         return gone
 
     monkeypatch.setattr(expiry, "delete_expired", counting)
-    deleted = retention.purge(app_state(app).db, retention_hours=2, batch=7, pause=0)
+    deleted = retention.purge(app_state(app).db, retention_hours=2, rollup_days=2 / 24, batch=7, pause=0)
     assert deleted == 51
     assert sizes == [7, 7, 7, 7, 7, 7, 7, 2]
     left = client.get("/metrics", query_string={"limit": 100}).get_json()["items"]
     assert sorted(r["timestamp"] for r in left) == sorted(r["timestamp"] for r in young)
     gpus = client.get("/gpus").get_json()["gpus"]
-    assert [g["gpuIndex"] for g in gpus] == [0], "GPUs with no records left are forgotten"
+    assert [g["gpuIndex"] for g in gpus] == [0], "GPUs with neither records nor rollups left are forgotten"
     assert gpus[0]["firstSeen"] == min(r["timestamp"] for r in young).replace(".000000", "")
 
 
@@ -51,3 +51,18 @@ def test_health_shows_the_last_run(app, client):
     assert run["retentionHours"] == 168
     assert run["lastRun"]["deleted"] == 1 and run["lastRun"]["batches"] == 1
     assert run["lastRun"]["finishedAt"].endswith("Z")
+
+
+def test_a_gpu_whose_records_expired_stays_while_its_rollups_do(app, client):
+    now = datetime.now(UTC)
+    client.post(
+        "/metrics", json=[record("power", gpu=3, timestamp=iso(now - timedelta(hours=3, seconds=s))) for s in range(5)]
+    )
+    assert retention.purge(app_state(app).db, retention_hours=2, rollup_days=1, pause=0) == 5
+    (gpu,) = client.get("/gpus").get_json()["gpus"]
+    assert gpu["gpuIndex"] == 3 and gpu["firstSeen"] < iso(now - timedelta(hours=3))
+    assert client.get("/metrics").get_json()["items"] == []
+    total = client.get("/metrics/aggregate", query_string={"aggregate": "count"}).get_json()
+    assert total["count"] == 5, "the rollups still count the expired records"
+    retention.purge(app_state(app).db, retention_hours=2, rollup_days=2 / 24, pause=0)
+    assert client.get("/gpus").get_json()["gpus"] == []

@@ -37,7 +37,12 @@ def test_the_two_crawler_lines_over_http(client):
     assert answer.status_code == 201
     assert answer.get_json() == {"stored": 5, "duplicates": 0, "rejected": [], "warnings": []}
     assert items(client) == EXPECTED
-    assert post(client, json.loads(GPU_LINE)).get_json() == {"stored": 0, "duplicates": 4, "rejected": [], "warnings": []}
+    assert post(client, json.loads(GPU_LINE)).get_json() == {
+        "stored": 0,
+        "duplicates": 4,
+        "rejected": [],
+        "warnings": [],
+    }
 
 
 def test_the_two_crawler_lines_through_a_jsonl_file(app, client, tmp_path):

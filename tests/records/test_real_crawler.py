@@ -153,17 +153,23 @@ def test_a_record_from_the_future_is_refused_naming_the_servers_time(live, make_
     assert unchecked.post("/metrics", json=record("power", timestamp="9999-12-31T00:00:00Z")).status_code == 201
 
 
-def test_a_record_older_than_everything_kept_is_refused_with_the_reason(live):
-    answer = live.test_client().post("/metrics", json=[{**GPU, "timestamp": iso(NOW - timedelta(days=8))}, GPU])
+def test_a_record_older_than_everything_kept_is_refused_with_the_reason(live, make_app):
+    answer = live.test_client().post("/metrics", json=[{**GPU, "timestamp": iso(NOW - timedelta(days=91))}, GPU])
     body = answer.get_json()
     assert answer.status_code == 422 and body["stored"] == 4
     (message,) = body["rejected"][0]["errors"]["timestamp"]
-    assert message.startswith("Older than METRICS_RETENTION_HOURS=168")
+    assert message.startswith(
+        "Older than ROLLUP_RETENTION_DAYS=90 (the rollups; the records: METRICS_RETENTION_HOURS=168): nothing before "
+    )
+    records_only = make_app(metrics_retention_hours=168.0, rollup_retention_days=1.0).test_client()
+    answer = records_only.post("/metrics", json={**GPU, "timestamp": iso(NOW - timedelta(days=8))})
+    (message,) = answer.get_json()["rejected"][0]["errors"]["timestamp"]
+    assert message.startswith("Older than METRICS_RETENTION_HOURS=168: nothing before ")
 
 
 def test_import_reports_lines_older_than_the_window_like_every_rejection(tmp_path, settings):
     path = tmp_path / "old.jsonl"
-    lines = [{**GPU, "timestamp": iso(NOW - timedelta(days=30))}, GPU]
+    lines = [{**GPU, "timestamp": iso(NOW - timedelta(days=100))}, GPU]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     env = {**os.environ, "DATABASE_URL": settings.database_url, "METRICS_RETENTION_HOURS": "168"}
     done = subprocess.run(
@@ -171,7 +177,7 @@ def test_import_reports_lines_older_than_the_window_like_every_rejection(tmp_pat
     )
     assert done.returncode == 1
     assert f"{path}: 2 lines, 4 stored, 0 duplicates, 1 rejected" in done.stdout
-    assert "line 1: invalid record: timestamp: Older than METRICS_RETENTION_HOURS=168" in done.stdout
+    assert "line 1: invalid record: timestamp: Older than ROLLUP_RETENTION_DAYS=90" in done.stdout
 
 
 @pytest.mark.parametrize("sent", [record("temperature", celsius=-273.16), {**GPU, "temperatureCelsius": -300}])
