@@ -214,6 +214,13 @@ class Settings:
         "a number of days of at least 0 (0 keeps them for ever)",
         "Minute rollups older than this are deleted; never before their minute's records.",
     )
+    stale_after_sec: float = setting(
+        "STALE_AFTER_SEC",
+        "120",
+        _number(1),
+        "a number of seconds of at least 1",
+        "A GPU silent for longer is marked stale on the dashboard and left out of /prometheus.",
+    )
     retention_clean_interval_sec: float = setting(
         "RETENTION_CLEAN_INTERVAL_SEC",
         "3600",
