@@ -175,16 +175,21 @@ def percent(value: float) -> str:
 
 
 def report(args, baselines: list[Run], runs: dict) -> None:
-    """One row per service and client mode, each ratio to the baselines of its own round."""
-    raw = "raw psycopg COPY" if common.is_postgres(args.database_url) else "raw sqlite3 executemany"
-    rows = [[raw, "", spread([b.rate for b in baselines], common.rate), "100%",
-             spread([b.per_cpu for b in baselines], common.rate), "100%"]]  # fmt: skip
+    """One row per service and client mode, each ratio to the baselines of its own round.
+
+    On PostgreSQL the server's CPU is not counted, so records per CPU-s compare services only.
+    """
+    postgres = common.is_postgres(args.database_url)
+    raw = "raw psycopg COPY" if postgres else "raw sqlite3 executemany"
+    raw_cpu = ["", ""] if postgres else [spread([b.per_cpu for b in baselines], common.rate), "100%"]
+    rows = [[raw, "", spread([b.rate for b in baselines], common.rate), "100%", *raw_cpu]]
     for (tree, mode), results in runs.items():
         around = {number: baselines[number : number + 2] for number, _ in results}
         rates = [run.rate / statistics.mean(b.rate for b in around[number]) for number, run in results]
         per_cpu = [run.per_cpu / statistics.mean(b.per_cpu for b in around[number]) for number, run in results]
         rows.append([label(tree), mode, spread([run.rate for _, run in results], common.rate), spread(rates, percent),
-                     spread([run.per_cpu for _, run in results], common.rate), spread(per_cpu, percent)])  # fmt: skip
+                     spread([run.per_cpu for _, run in results], common.rate),
+                     "" if postgres else spread(per_cpu, percent)])  # fmt: skip
     per = f"median (min–max) of {args.rounds} rounds" if args.rounds > 1 else "one round"
     print(f"\n{args.records:,} records per run, {args.batch} per POST, {args.clients} clients; {per}")
     common.table(["service at", "clients", "records/s", "ratio", "records per CPU-s", "ratio"], rows)
