@@ -37,7 +37,7 @@ from gpumetrics import times  # noqa: E402
 from gpumetrics.db import Database  # noqa: E402
 from gpumetrics.records.validate import validate  # noqa: E402
 from gpumetrics.store.fleet import resolve_gpus  # noqa: E402
-from gpumetrics.store.write import ROW_COLUMNS, prepare  # noqa: E402
+from gpumetrics.store.write import ROW_COLUMNS, prepare, store_records  # noqa: E402
 
 GPUS = 8
 KIND_NAMES = tuple(FIELDS)  # the six kinds, with values the tests keep valid
@@ -223,19 +223,26 @@ class RawWriter:
         self.db.dispose()
 
 
-def load(url: str, count: int, start_us: int, gpus: int = GPUS, chunk: int = 100_000) -> None:
-    """Add `count` generated records from `start_us` on to a database, through RawWriter."""
-    writer = RawWriter(url)
+def load(url: str, count: int, start_us: int, gpus: int = GPUS, chunk: int = 20_000) -> None:
+    """Add `count` generated records from `start_us` on, through the service's own write path.
+
+    validate, prepare and store_records, as a POST does: whatever the service keeps beside
+    the records (GPUs, rollups, ...) is then right too, however that changes.
+    """
+    db = Database(url)
+    db.upgrade()
     began, done = time.perf_counter(), 0
     try:
         while done < count:
             part = items(min(chunk, count - done), start_us, offset=done, gpus=gpus)
-            writer.insert(writer.rows(canonical(part)))
+            batch = prepare(canonical(part))
+            with db.writing() as session:
+                store_records(session, batch)
             done += len(part)
             if done % 1_000_000 < chunk or done == count:
                 print(f"  {done:,} / {count:,} records, {done / (time.perf_counter() - began):,.0f}/s", flush=True)
     finally:
-        writer.close()
+        db.dispose()
 
 
 DATA = ROOT / "bench" / "data"  # git-ignored

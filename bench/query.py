@@ -9,7 +9,7 @@ each as a multiple of GET /health (a request that does no real work), timed
 round-robin with them so that a noisy neighbour hits all alike.
 
 The data: 8 GPUs x 6 kinds, one record per second each, from 2025-01-01, loaded with
-common.load (the service's schema and rows; common.RawWriter). On SQLite it is
+common.load (the service's own write path, as a POST). On SQLite it is
 cached in bench/data/query-<records>.db (git-ignored) and rebuilt when the migrations
 move on; --records 10000000 builds the issue's size (about 1 GiB, a few minutes).
 With --database-url the same rows go to a scratch PostgreSQL database, dropped after.
