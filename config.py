@@ -207,6 +207,13 @@ class Settings:
         "a number of hours of at least 0 (0 keeps everything)",
         "Records older than this are deleted; 0 turns retention off.",
     )
+    span_retention_hours: float | None = setting(
+        "SPAN_RETENTION_HOURS",
+        "",
+        _off_or(_number(0)),
+        "a number of hours of at least 0 (0 keeps them for ever), or empty for METRICS_RETENTION_HOURS",
+        "gpumon_client's scopes, kernels and processes older than this (by their end) are deleted.",
+    )
     rollup_retention_days: float | None = setting(
         "ROLLUP_RETENTION_DAYS",
         "90",
@@ -258,8 +265,15 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     values: dict[str, Any] = {}
     for item in SETTINGS:
         raw = environ.get(item.env, item.default)
+        if item.env in INHERITED and not raw.strip():
+            values[item.attr] = values[INHERITED[item.env]]
+            continue
         try:
             values[item.attr] = item.parse(raw)
         except ValueError:
             raise SettingsError(f"invalid {item.env}={raw!r}: expected {item.accepts}") from None
     return Settings(**values)
+
+
+# Settings whose empty value means "as this other one" (declared earlier in Settings).
+INHERITED = {"SPAN_RETENTION_HOURS": "metrics_retention_hours"}

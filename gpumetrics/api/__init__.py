@@ -9,7 +9,7 @@ from config import Settings
 
 from .. import __version__
 from ..http import auth, errors, headers
-from . import docs, gpus, health, metrics, openapi, series, stats
+from . import docs, gpus, health, metrics, openapi, series, spans, stats
 
 API_DESCRIPTION = """
 Stores the samples that the GPU metrics crawler takes from NVML on every host, and
@@ -40,7 +40,7 @@ def register(app: Flask, settings: Settings) -> Api:
     spec_kwargs = {"info": {"description": API_DESCRIPTION}, "extra_plugins": plugins}
     api = errors.ApiWithOneErrorFormat(app, spec_kwargs=spec_kwargs)
     metrics.document_records(api.spec)
-    for module in (metrics, series, gpus, stats, health):
+    for module in (metrics, series, gpus, stats, spans, health):
         api.register_blueprint(module.blp)
     openapi.drop_unused_schemas(api.spec)
     app.register_blueprint(docs.blp)

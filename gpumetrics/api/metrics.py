@@ -9,6 +9,7 @@ from flask import redirect, request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
+from .. import observe, times
 from ..http.auth import requires
 from ..records import crawler
 from ..records.jsonparse import loads
@@ -16,7 +17,8 @@ from ..records.schemas import RECORD_SCHEMAS
 from ..records.validate import Checked, TimeWindow, as_items, describe, validate
 from ..state import get_db, get_settings
 from ..store import queries
-from ..store.write import Stored, prepare, store_records
+from ..store.ingest import store_all
+from ..store.write import Stored, prepare
 from .schemas import AggregateQuery, AggregateResult, IngestRejected, IngestResult, MetricsPage, MetricsQuery
 
 log = logging.getLogger(__name__)
@@ -198,13 +200,14 @@ class Metrics(MethodView):
         items = _parse_body()
         checked = validate(items, TimeWindow.from_settings(get_settings()))
         stored = Stored()
-        if checked.records:
+        if checked.records or checked.events:
             batch = prepare(checked.records, checked.origins)
             with get_db().writing() as session:
-                stored = store_records(session, batch)
+                stored = store_all(session, batch, checked.events, times.now_micros() * 1000)
         if stored.refused:
             refusals = [{"index": i, "errors": {"timestamp": [why]}} for i, why in stored.refused.items()]
             checked.rejected = sorted(checked.rejected + refusals, key=lambda item: item["index"])
+        observe.ingested("http", stored, checked.rejected)
         result = {
             "stored": stored.stored,
             "duplicates": stored.duplicates,

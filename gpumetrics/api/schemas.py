@@ -7,7 +7,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
-from ..kinds import FIELD_KINDS, GPU_INDEX_MAX, KINDS, MEASURED_FIELDS, NAME_MAX
+from ..kinds import FIELD_KINDS, GPU_INDEX_MAX, INT64_MAX, KINDS, MEASURED_FIELDS, NAME_MAX, TEXT_MAX
 from ..records.schemas import Timestamp, text_rules
 
 AGGREGATES = ("avg", "min", "max", "sum", "count")
@@ -477,3 +477,135 @@ class ExportQuery(Window):
         validate=validate.OneOf(["ndjson", "csv"]),
         metadata={"description": "ndjson (a record a line, as GET /metrics shows it) or csv.", "example": "csv"},
     )
+
+
+# ---- gpumon_client's events ------------------------------------------------------------
+
+
+class SpanFilterArgs(Query):
+    host = fields.String(
+        validate=text_rules(NAME_MAX),
+        metadata={"description": "Only this host (also accepted as `hostname`).", "example": "trainer-01"},
+    )
+    app = fields.String(validate=text_rules(TEXT_MAX), metadata={"description": "Only this app.", "example": "train"})
+    pid = fields.Integer(
+        validate=validate.Range(min=0, max=INT64_MAX), metadata={"description": "Only this process.", "example": 4242}
+    )
+    name = fields.String(
+        validate=text_rules(TEXT_MAX),
+        metadata={"description": "Only this kernel or scope name.", "example": "ampere_sgemm_128x64_nn"},
+    )
+    tag = fields.String(validate=text_rules(TEXT_MAX), metadata={"description": "Only this tag.", "example": "epoch1"})
+    start = Timestamp(
+        metadata={"description": "Spans that end at or after this time (UTC).", "example": "2025-12-01T18:00:00Z"}
+    )
+    end = Timestamp(
+        metadata={"description": "Spans that start at or before this time (UTC).", "example": "2025-12-01T19:00:00Z"}
+    )
+    cudaError = fields.String(
+        validate=text_rules(NAME_MAX),
+        metadata={
+            "description": "Only kernels with this cuda_error; `failed`: anything but cudaSuccess.",
+            "example": "failed",
+        },
+    )
+
+    @validates_schema
+    def _start_before_end(self, data, **kwargs):
+        if data.get("start") is not None and data.get("end") is not None and data["start"] > data["end"]:
+            raise ValidationError("start is after end.", "start")
+
+
+class SpansQuery(SpanFilterArgs):
+    type = fields.String(
+        validate=validate.OneOf(["scope", "kernel"]),
+        metadata={"description": "Only scopes, or only kernels.", "example": "kernel"},
+    )
+    limit = fields.Integer(
+        load_default=1000,
+        validate=validate.Range(min=1, max=10000),
+        metadata={"description": "Spans per page, 1 to 10000.", "example": 100},
+    )
+    cursor = fields.String(
+        validate=text_rules(200),
+        metadata={"description": "The `next` of the previous page.", "example": "c3BhbnM6MTc2NDYxNTA5MDAwMDAwMDAwMDox"},
+    )
+
+
+class SummaryQuery(SpanFilterArgs):
+    type = fields.String(
+        load_default="kernel",
+        validate=validate.OneOf(["scope", "kernel"]),
+        metadata={"description": "Summarize kernels (default) or scopes.", "example": "kernel"},
+    )
+
+
+class ProcessesQuery(Query):
+    host = fields.String(
+        validate=text_rules(NAME_MAX),
+        metadata={"description": "Only this host (also accepted as `hostname`).", "example": "trainer-01"},
+    )
+    app = fields.String(validate=text_rules(TEXT_MAX), metadata={"description": "Only this app.", "example": "train"})
+
+
+class Span(Schema):
+    type = fields.String(required=True, metadata={"description": "scope or kernel."})
+    name = fields.String(required=True)
+    tag = fields.String(required=True, allow_none=True)
+    host = fields.String(required=True, allow_none=True, metadata={"description": "Null for the local host."})
+    pid = fields.Integer(required=True)
+    app = fields.String(required=True)
+    start = fields.String(required=True, metadata={"description": "UTC, mapped from the host's monotonic clock."})
+    end = fields.String(required=True, allow_none=True, metadata={"description": "Null while a scope is open."})
+    durationNs = fields.Integer(required=True, allow_none=True)
+    startNs = fields.Integer(required=True, metadata={"description": "The raw monotonic nanoseconds."})
+    endNs = fields.Integer(required=True, allow_none=True)
+    state = fields.String(metadata={"description": "Scopes: open, closed, or abandoned (its process shut down)."})
+    memoryBegin = fields.List(
+        fields.Dict(),
+        allow_none=True,
+        metadata={"description": "Scopes: device memory at the begin, [{device, used_mib, free_mib, total_mib}]."},
+    )
+    memoryEnd = fields.List(
+        fields.Dict(), allow_none=True, metadata={"description": "Scopes: device memory at the end."}
+    )
+    grid = fields.List(fields.Integer(), metadata={"description": "Kernels: the launch's grid."})
+    block = fields.List(fields.Integer(), metadata={"description": "Kernels: the launch's block."})
+    sharedMemBytes = fields.Integer(allow_none=True, metadata={"description": "Kernels: dynamic shared memory."})
+    cudaError = fields.String(allow_none=True, metadata={"description": "Kernels: the launch's CUDA error."})
+
+
+class SpanPage(Schema):
+    items = fields.List(Shaped(Span), required=True)
+    next = fields.String(required=True, allow_none=True, metadata={"description": "Pass as `cursor`; null at the end."})
+
+
+class NameSummary(Schema):
+    name = fields.String(required=True)
+    timePercent = fields.Float(required=True, metadata={"description": "Share of the total time of all names (%)."})
+    totalNs = fields.Integer(required=True)
+    instances = fields.Integer(required=True)
+    avgNs = fields.Float(required=True)
+    medianNs = fields.Float(required=True)
+    minNs = fields.Integer(required=True)
+    maxNs = fields.Integer(required=True)
+    stddevNs = fields.Float(required=True, metadata={"description": "Population standard deviation (numpy.std)."})
+    failed = fields.Integer(required=True, metadata={"description": "Launches whose cuda_error is not cudaSuccess."})
+
+
+class SpanSummary(Schema):
+    items = fields.List(Shaped(NameSummary), required=True)
+
+
+class Process(Schema):
+    host = fields.String(required=True, allow_none=True)
+    pid = fields.Integer(required=True)
+    app = fields.String(required=True)
+    firstSeen = fields.String(required=True)
+    lastSeen = fields.String(required=True)
+    shutDown = fields.Boolean(required=True)
+    spans = fields.Integer(required=True, metadata={"description": "Its scopes and kernels."})
+
+
+class ProcessList(Schema):
+    processes = fields.List(Shaped(Process), required=True)

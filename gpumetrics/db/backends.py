@@ -71,11 +71,24 @@ class Backend:
         """
         raise NotImplementedError
 
+    def placeholders(self, sql: str) -> str:
+        """SQL written with ? placeholders, as the driver wants them."""
+        return sql
+
     def executemany(self, connection: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run `sql` (with ? placeholders) once per row, on the driver: the hot path's small writes."""
         cursor = connection.connection.driver_connection.cursor()
         try:
-            cursor.executemany(sql, rows)
+            cursor.executemany(self.placeholders(sql), rows)
+        finally:
+            cursor.close()
+
+    def execute_count(self, connection: Connection, sql: str, row: Sequence[Any]) -> int:
+        """Run `sql` (with ? placeholders) once, on the driver; returns the rows it changed."""
+        cursor = connection.connection.driver_connection.cursor()
+        try:
+            cursor.execute(self.placeholders(sql), row)
+            return cursor.rowcount
         finally:
             cursor.close()
 
@@ -89,6 +102,10 @@ class Backend:
         """Delete up to `batch` rows of `table` with ts < cutoff, oldest first."""
         oldest = select(table.c.id).where(table.c.ts < cutoff).order_by(table.c.ts).limit(batch)
         return session.execute(delete(table).where(table.c.id.in_(oldest.scalar_subquery()))).rowcount
+
+    def delete_ids(self, session: Session, table: str, ids_sql: str, params: dict[str, Any]) -> int:
+        """Delete the rows of `table` whose id the query `ids_sql` (bound `params`) yields."""
+        return session.execute(text(f"DELETE FROM {table} WHERE id IN ({ids_sql})"), params).rowcount
 
     def job_lock(self, name: str, lock_path: str | None) -> JobLock:
         """The lock that lets exactly one process of the deployment run job `name`."""
@@ -212,8 +229,8 @@ class PostgresBackend(Backend):
             cursor.execute(f"TRUNCATE {staging}")  # the same transaction may insert again
             return None if len(added) == len(rows) else added
 
-    def executemany(self, connection: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        super().executemany(connection, sql.replace("?", "%s"), rows)
+    def placeholders(self, sql: str) -> str:
+        return sql.replace("?", "%s")
 
     def lock_hosts(self, session: Session, hosts: Iterable[str]) -> None:
         for host in sorted(set(hosts)):
@@ -224,6 +241,10 @@ class PostgresBackend(Backend):
         # `id = ANY(ARRAY(subquery))` walks the ts index (26 times faster, bench/retention.py).
         sql = f"DELETE FROM {table.name} WHERE id = ANY(ARRAY(SELECT id FROM {table.name} WHERE ts < :cutoff ORDER BY ts LIMIT :n))"  # noqa: E501
         return session.execute(text(sql), {"cutoff": cutoff, "n": batch}).rowcount
+
+    def delete_ids(self, session: Session, table: str, ids_sql: str, params: dict[str, Any]) -> int:
+        # `id IN (subquery)` is planned as a scan of the whole table each batch; `= ANY(ARRAY(...))` is not.
+        return session.execute(text(f"DELETE FROM {table} WHERE id = ANY(ARRAY({ids_sql}))"), params).rowcount
 
     def job_lock(self, name: str, lock_path: str | None) -> JobLock:
         return AdvisoryLock(self.url.render_as_string(hide_password=False), name)

@@ -184,3 +184,87 @@ marks = Table(
     Column("name", String(64), primary_key=True),
     Column("value", BigInteger, nullable=False),
 )
+
+# ---- gpumon_client's events (store/clocks.py, store/spans.py) ------------------------------
+# Their times are nanoseconds of a host's monotonic clock. Each host's boots are told
+# apart, and each boot's offset to UTC is estimated (wall = offset_ns + monotonic ns);
+# events keep their raw nanoseconds, so times are mapped when read, with the best estimate.
+host_clocks = Table(
+    "host_clocks",
+    metadata,
+    Column("host", String(255), primary_key=True),
+    Column("boot", Integer, primary_key=True),
+    Column("offset_ns", BigInteger, nullable=False),  # smallest (receive time - event time) seen
+    Column("max_ns", BigInteger, nullable=False),  # the newest event time of the boot
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# Scopes (begin .. end) and kernel launches. `key` hashes (type, name, tag): with host,
+# pid and the start it makes a re-sent event a duplicate, without indexing long names.
+spans = Table(
+    "spans",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("host", String(255), nullable=False),
+    Column("boot", Integer, nullable=False),
+    Column("pid", BigInteger, nullable=False),
+    Column("app", Text, nullable=False),
+    Column("type", String(8), nullable=False),  # scope or kernel
+    Column("name", Text, nullable=False),
+    Column("tag", Text, nullable=False),  # '' when none
+    Column("key", BigInteger, nullable=False),
+    Column("name_key", BigInteger, nullable=False),  # hashes (type, name): the summary's groups
+    Column("start_ns", BigInteger, nullable=False),
+    Column("end_ns", BigInteger, nullable=True),  # null while a scope is open
+    Column("duration_ns", BigInteger, nullable=True),
+    Column("state", String(10), nullable=False),  # open, closed or abandoned
+    *(Column(name, Integer, nullable=True) for name in ("grid_x", "grid_y", "grid_z", "block_x", "block_y", "block_z")),
+    Column("shared_mem_bytes", BigInteger, nullable=True),
+    Column("cuda_error", String(255), nullable=True),
+    Column("memory_begin", Text, nullable=True),  # device snapshots, JSON
+    Column("memory_end", Text, nullable=True),
+    UniqueConstraint("host", "pid", "start_ns", "key"),
+)
+Index("ix_spans_host_boot_start_ns", spans.c.host, spans.c.boot, spans.c.start_ns)
+Index("ix_spans_name_key_duration_ns", spans.c.name_key, spans.c.duration_ns)
+
+# A scope's samples of device memory while it runs.
+scope_samples = Table(
+    "scope_samples",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("host", String(255), nullable=False),
+    Column("boot", Integer, nullable=False),
+    Column("pid", BigInteger, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("tag", Text, nullable=False),
+    Column("key", BigInteger, nullable=False),
+    Column("ts_ns", BigInteger, nullable=False),
+    Column("memory", Text, nullable=True),
+    UniqueConstraint("host", "pid", "ts_ns", "key"),
+)
+
+# The GPU samples already turned into records (their event times, so a re-send is a duplicate).
+system_samples = Table(
+    "system_samples",
+    metadata,
+    Column("host", String(255), primary_key=True),
+    Column("app_key", BigInteger, primary_key=True),
+    Column("ts_ns", BigInteger, primary_key=True),
+    Column("boot", Integer, nullable=False),
+)
+
+# Every process that sent events: per host, boot and pid, its app and time range.
+processes = Table(
+    "processes",
+    metadata,
+    Column("host", String(255), primary_key=True),
+    Column("boot", Integer, primary_key=True),
+    Column("pid", BigInteger, primary_key=True),
+    Column("app", Text, nullable=False),
+    Column("first_ns", BigInteger, nullable=False),
+    Column("last_ns", BigInteger, nullable=False),
+    Column("init_ns", BigInteger, nullable=True),
+    Column("shutdown_ns", BigInteger, nullable=True),
+    Column("log_path", Text, nullable=True),
+)

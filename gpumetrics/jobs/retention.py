@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
-from .. import times
+from .. import observe, times
 from ..db import Database
 from ..store import jobs, sealed
 from ..store import retention as expiry
@@ -26,6 +26,23 @@ BATCH_ROWS = 20_000
 ROLLUP_BATCH_MINUTES = 10
 PAUSE_SEC = 0.05
 HOUR_MICROS = 3600 * 1_000_000
+
+
+def purge_spans(db: Database, retention_hours: float, batch: int = BATCH_ROWS, pause: float = PAUSE_SEC) -> int:
+    """Delete gpumon_client's spans (and samples, processes) older than `retention_hours` (> 0)."""
+    if not retention_hours > 0:
+        raise ValueError(f"a retention window must be positive, not {retention_hours!r}")
+    cutoff_ns = (times.now_micros() - int(retention_hours * HOUR_MICROS)) * 1000
+
+    def spans_batch(session) -> tuple[int, bool]:
+        gone = expiry.delete_expired_spans(session, cutoff_ns, batch)
+        return gone, gone == batch
+
+    deleted = _in_batches(db, spans_batch, pause)[0]
+    with db.writing() as session:
+        expiry.forget_old_events(session, cutoff_ns)
+    log.info("retention: deleted %d spans older than %s", deleted, times.to_iso(cutoff_ns // 1000))
+    return deleted
 
 
 def purge(
@@ -66,6 +83,7 @@ def purge(
         outcome |= {"gpusForgotten": gpus_gone, "cutoff": times.to_iso(cutoff)}
         jobs.save_run(session, "retention", started, outcome)
     log.info("retention: deleted %d records older than %s in %d batches", deleted, times.to_iso(cutoff), batches)
+    observe.retention_deleted(deleted)
     return deleted
 
 

@@ -38,13 +38,14 @@ def tailers(settings: Settings, db: Database) -> list[Tailer]:
     under another hostname reads on; the hostname only names this host's view of each
     path (missing, unreadable) for /health.
     """
-    return [Tailer(db, path, socket.gethostname()) for path in settings.tailed_files]
+    return [Tailer(db, path, socket.gethostname(), settings) for path in settings.tailed_files]
 
 
 def job_names(settings: Settings) -> list[str]:
     """The jobs these settings turn on."""
     names = ["tail"] if settings.tailed_files else []
-    return names + (["retention"] if settings.metrics_retention_hours is not None else [])
+    kept = (settings.metrics_retention_hours, settings.span_retention_hours)
+    return names + (["retention"] if any(hours is not None for hours in kept) else [])
 
 
 def _lock_name(name: str) -> str:
@@ -119,6 +120,8 @@ class Jobs:
         hours = self.settings.metrics_retention_hours
         if hours is not None:
             retention.purge(self.db, hours, self.settings.rollup_retention_days)
+        if self.settings.span_retention_hours is not None:
+            retention.purge_spans(self.db, self.settings.span_retention_hours)
 
 
 def start_jobs(settings: Settings, db: Database) -> Jobs | None:

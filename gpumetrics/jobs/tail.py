@@ -43,9 +43,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
-from .. import times
+from config import Settings
+
+from .. import observe, times
 from ..db import Database
 from ..records import jsonl
+from ..records.validate import TimeWindow
+from ..store.ingest import store_all
 from ..store.jobs import (
     Checkpoint,
     PathState,
@@ -56,7 +60,7 @@ from ..store.jobs import (
     save_path_state,
     unfinished_checkpoints,
 )
-from ..store.write import prepare, store_records
+from ..store.write import prepare
 
 log = logging.getLogger(__name__)
 HEAD_BYTES = 1024  # the fingerprint covers the first line, or this much of a longer one
@@ -120,8 +124,9 @@ def _renamed(path: Path, checkpoints: list[Checkpoint]) -> Iterator[tuple[Path, 
 class Tailer:
     """Ingests one JSONL file; `poll()` consumes every complete line not yet stored."""
 
-    def __init__(self, db: Database, path: str | Path, host: str) -> None:
+    def __init__(self, db: Database, path: str | Path, host: str, settings: Settings | None = None) -> None:
         self.db = db
+        self.settings = settings  # for the times records may carry; None: any
         self.path = Path(path).absolute()
         self.key = str(self.path)
         self.host = host  # whose state of the path this is (/health); and its checkpoints from before 0005
@@ -236,7 +241,8 @@ class Tailer:
         """
         consumed, fd = 0, handle.fileno()
         handle.seek(checkpoint.position)
-        for lines in jsonl.read_lines(handle, checkpoint.line, finished):
+        window = TimeWindow.from_settings(self.settings) if self.settings is not None else None
+        for lines in jsonl.read_lines(handle, checkpoint.line, finished, window):
             consumed += lines.last - checkpoint.line
             checkpoint = self._store(lines, checkpoint, fd)
             if self.deadline is not None and time.monotonic() > self.deadline:
@@ -252,6 +258,7 @@ class Tailer:
         for line, reason in lines.rejected:
             log.warning("%s:%d: rejected: %s", self.path, line, reason)
         batch = prepare(lines.records)
+        received = times.now_micros() * 1000
         position = checkpoint.position + lines.size
         moved = replace(
             checkpoint,
@@ -263,13 +270,17 @@ class Tailer:
             bytes_behind=max(os.fstat(fd).st_size - position, 0),
         )
         with self.db.writing() as session:
-            stored = store_records(session, batch)
+            stored = store_all(session, batch, lines.events, received)
+            if stored.refused:
+                first = next(iter(stored.refused.values()))
+                log.warning("%s: %d records refused: %s", self.path, len(stored.refused), first)
             new = replace(
                 moved,
                 records_stored=checkpoint.records_stored + stored.stored,
                 duplicates=checkpoint.duplicates + stored.duplicates,
             )
             save_checkpoint(session, self.host, self.key, new, previous=checkpoint)
+        observe.lines_ingested("file", lines, stored, self.key)
         return new
 
     def _save(self, checkpoint: Checkpoint, previous: Checkpoint) -> Checkpoint:

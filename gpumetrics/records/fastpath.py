@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import times
-from ..kinds import MAGNITUDE, Field
+from ..kinds import INT64_MAX, MAGNITUDE, Field
 
 _MISSING = object()
 
@@ -50,12 +50,9 @@ def _loader(field: Field) -> Callable[[Any], Any]:
     if field.type == "string":
         shortest, longest = field.min_length, None if field.cut else field.max_length
         return lambda value: _text(value, shortest, longest)
-    # Every bound is within ±MAGNITUDE, so a value within them is finite, fits a BIGINT
-    # and converts to float exactly as marshmallow converts it.
     low, high = field.low, field.high
-    assert -MAGNITUDE <= low <= high <= MAGNITUDE, field
-
     if field.type == "integer":
+        assert -INT64_MAX <= low <= high <= INT64_MAX, field  # what a BIGINT holds
 
         def integer(value: Any) -> Any:
             kind = type(value)
@@ -66,6 +63,10 @@ def _loader(field: Field) -> Callable[[Any], Any]:
             return _MISSING
 
         return integer
+
+    # Every bound is within ±MAGNITUDE, so a value within them is finite and converts to
+    # float exactly as marshmallow converts it.
+    assert -MAGNITUDE <= low <= high <= MAGNITUDE, field
 
     def number(value: Any) -> Any:
         kind = type(value)

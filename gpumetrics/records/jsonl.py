@@ -25,6 +25,7 @@ class Lines:
 
     size: int = 0  # bytes of the file they cover
     records: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # gpumon_client's
     read: int = 0  # non-blank lines
     last: int = 0  # number of the last line, blank or not
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
@@ -102,7 +103,7 @@ def _decode_clean_lines(raws: list[bytes], line: int, window: TimeWindow | None)
     checked = validate(items, window)
     if checked.rejected:
         return None
-    return Lines(records=checked.records, read=len(raws), last=line + len(raws))
+    return Lines(records=checked.records, events=checked.events, read=len(raws), last=line + len(raws))
 
 
 def decode_lines(data: bytes, line: int = 0, window: TimeWindow | None = None) -> Lines:
@@ -131,6 +132,7 @@ def decode_lines(data: bytes, line: int = 0, window: TimeWindow | None = None) -
             continue
         checked = validate(items, window)
         out.records += checked.records
+        out.events += checked.events
         if checked.rejected:
             one = isinstance(parsed, dict)
             out.rejected.append((line, f"invalid record{'' if one else 's'}: {describe(checked.rejected, one)}"))

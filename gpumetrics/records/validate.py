@@ -15,7 +15,7 @@ from marshmallow import ValidationError
 
 from .. import times
 from ..kinds import IDENTITY, KINDS, Field
-from . import crawler
+from . import crawler, events
 from .schemas import ACCEPTORS, IDENTITY_LOADER, RECORD_LOADERS
 
 _UNKNOWN_METRIC = [f"Must be one of: {', '.join(KINDS)}."]
@@ -68,6 +68,8 @@ class Checked:
 
     records: list[dict[str, Any]] = field(default_factory=list)
     origins: list[int] = field(default_factory=list)  # the position of each record's input item
+    events: list[dict[str, Any]] = field(default_factory=list)  # gpumon_client events, validated
+    event_origins: list[int] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)  # {"index", "errors"}
     warnings: list[dict[str, Any]] = field(default_factory=list)  # {"index", "field", "message"}
 
@@ -176,6 +178,10 @@ def validate(items: list[Any], window: TimeWindow | None = None, first_index: in
     checked = Checked()
     for position, item in enumerate(items, first_index):
         try:
+            if isinstance(item, dict) and events.is_event(item):
+                checked.events.append(events.load_event(item))
+                checked.event_origins.append(position)
+                continue
             records, notes = load_item(item, window)
         except ValidationError as err:
             checked.rejected.append({"index": position, "errors": err.messages})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from ..db import backend_of
@@ -91,3 +91,24 @@ def forget_empty_gpus(session: Session, since: int | None = None) -> int:
             session.execute(delete(latest).where(latest.c.gpu_id == gpu_id))
             gone += session.execute(delete(gpus).where(gpus.c.id == gpu_id)).rowcount
     return gone
+
+
+def delete_expired_spans(session: Session, cutoff_ns: int, batch: int) -> int:
+    """Delete up to `batch` spans that ended (open scopes: began) before `cutoff_ns` of UTC."""
+    ids = (
+        "SELECT s.id FROM spans s JOIN host_clocks c ON c.host = s.host AND c.boot = s.boot "
+        "WHERE c.offset_ns + coalesce(s.end_ns, s.start_ns) < :cutoff LIMIT :n"
+    )
+    return backend_of(session).delete_ids(session, "spans", ids, {"cutoff": cutoff_ns, "n": batch})
+
+
+def forget_old_events(session: Session, cutoff_ns: int) -> None:
+    """Scope samples, seen GPU samples and processes older than `cutoff_ns`, once their spans are gone."""
+    for table, column in (("scope_samples", "ts_ns"), ("system_samples", "ts_ns"), ("processes", "last_ns")):
+        old = (
+            f"EXISTS (SELECT 1 FROM host_clocks c WHERE c.host = {table}.host AND c.boot = {table}.boot "
+            f"AND c.offset_ns + {table}.{column} < :cutoff)"
+        )
+        if table == "processes":
+            old += " AND NOT EXISTS (SELECT 1 FROM spans s WHERE s.host = processes.host AND s.pid = processes.pid)"
+        session.execute(text(f"DELETE FROM {table} WHERE {old}"), {"cutoff": cutoff_ns})

@@ -43,9 +43,12 @@ def test_nothing_to_delete_is_one_short_batch(app, client):
     assert len(client.get("/metrics").get_json()["items"]) == 1
 
 
-def test_health_shows_the_last_run(app, client):
+def test_health_shows_the_last_run(make_app):
+    app = make_app(metrics_retention_hours=168.0)
+    client = app.test_client()
     assert client.get("/health").get_json()["jobs"]["retention"]["lastRun"] is None
-    client.post("/metrics", json=record("power", timestamp="2001-01-01T00:00:00Z"))
+    ten_days_ago = iso(datetime.now(UTC) - timedelta(days=10))  # kept in the rollups' window
+    assert client.post("/metrics", json=record("power", timestamp=ten_days_ago)).status_code == 201
     retention.purge(app_state(app).db, retention_hours=168)
     run = client.get("/health").get_json()["jobs"]["retention"]
     assert run["retentionHours"] == 168

@@ -65,21 +65,21 @@ def test_lines_and_arrays_are_stored_with_their_counts(db, client, path):
 def test_a_restart_in_the_middle_resumes_without_loss_or_double(db, client, path, monkeypatch):
     monkeypatch.setattr(jsonl, "CHUNK_BYTES", 1000)
     path.write_text(lines_of(numbered(0, 200)))
-    real_insert, calls = tail.store_records, []
+    real_insert, calls = tail.store_all, []
 
-    def dies_on_the_third_transaction(session, batch):
+    def dies_on_the_third_transaction(session, batch, *rest):
         calls.append(batch)
         if len(calls) == 3:
-            real_insert(session, batch)
+            real_insert(session, batch, *rest)
             raise SystemExit("killed mid-transaction")
-        return real_insert(session, batch)
+        return real_insert(session, batch, *rest)
 
-    monkeypatch.setattr(tail, "store_records", dies_on_the_third_transaction)
+    monkeypatch.setattr(tail, "store_all", dies_on_the_third_transaction)
     with pytest.raises(SystemExit):
         Tailer(db, path, "host-a").poll()
     partial = stored(client)
     assert 0 < partial < 200
-    monkeypatch.setattr(tail, "store_records", real_insert)
+    monkeypatch.setattr(tail, "store_all", real_insert)
     fresh = Tailer(db, path, "host-a")  # a new process: nothing but the database survives
     fresh.poll()
     assert stored(client) == 200

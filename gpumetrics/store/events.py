@@ -1,0 +1,216 @@
+"""gpumon_client's events into the database, in the caller's transaction.
+
+Kernels and scopes become spans; a scope_begin opens one and its scope_end (matched by
+host, pid, name, tag and start) closes it; a shutdown closes the process's open scopes
+as abandoned. Scope samples keep their device memory. Every event updates its process.
+A system_sample becomes the GPU records of its devices, stored like the crawler's own
+gpu records. Each event gets its host's boot (store/clocks.py); a re-sent event is a
+duplicate, whatever the clock estimate has become since.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from ..db import backend_of
+from ..records import crawler
+from ..records.events import own_time, snapshots
+from . import clocks
+from .fleet import LOCAL_HOST
+from .write import Stored, prepare, store_records
+
+SPAN_COLUMNS = (
+    "host", "boot", "pid", "app", "type", "name", "tag", "key", "name_key", "start_ns", "end_ns", "duration_ns",
+    "state", "grid_x", "grid_y", "grid_z", "block_x", "block_y", "block_z", "shared_mem_bytes", "cuda_error",
+    "memory_begin", "memory_end",
+)  # fmt: skip
+
+
+def key(*parts: str) -> int:
+    """A signed 64-bit hash of texts: what indexes hold instead of long names."""
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _memory(event: dict[str, Any]) -> str | None:
+    found = snapshots(event)
+    return None if found is None else json.dumps(found, separators=(",", ":"))
+
+
+def _span(event: dict[str, Any], clock: clocks.Clock) -> tuple:
+    kind = "kernel" if event["type"] == "kernel" else "scope"
+    name, tag = (event["kernel"] if kind == "kernel" else event["name"]), event.get("tag") or ""
+    start = event.get("ts_start_ns", event.get("ts_ns"))
+    end, duration = event.get("ts_end_ns"), event.get("duration_ns")
+    grid, block = event.get("grid") or (None,) * 3, event.get("block") or (None,) * 3
+    opening = event["type"] == "scope_begin"
+    return (
+        clock.host, clock.boot, event["pid"], event["app"], kind, name, tag, key(kind, name, tag), key(kind, name),
+        start, end, duration, "open" if opening else "closed", *grid, *block, event.get("shared_mem_bytes"),
+        event.get("cuda_error"), _memory(event) if opening else None, None if opening else _memory(event),
+    )  # fmt: skip
+
+
+def _insert(session: Session, table: str, columns: Sequence[str], rows: list[tuple]) -> int:
+    """Rows added; a row that conflicts with a stored one is skipped."""
+    if not rows:
+        return 0
+    added = backend_of(session).insert_rows(session.connection(), table, columns, [list(r) for r in rows], ("id",))
+    return len(rows) if added is None else len(added)
+
+
+def _close_scopes(session: Session, rows: list[tuple]) -> int:
+    """scope_end events: close the open span, or add a closed one; returns rows changed."""
+    if not rows:
+        return 0
+    names = ", ".join(SPAN_COLUMNS)
+    sql = (
+        f"INSERT INTO spans ({names}) VALUES ({', '.join('?' * len(SPAN_COLUMNS))}) "
+        "ON CONFLICT (host, pid, start_ns, key) DO UPDATE SET end_ns = excluded.end_ns, "
+        "duration_ns = excluded.duration_ns, state = 'closed', memory_end = excluded.memory_end "
+        "WHERE spans.end_ns IS NULL"
+    )
+    changed = 0
+    backend = backend_of(session)
+    for row in rows:  # one at a time: how many an upsert changed is not counted by every driver's executemany
+        changed += backend.execute_count(session.connection(), sql, row)
+    return changed
+
+
+def store_events(session: Session, events: Sequence[dict[str, Any]], received_ns: int) -> Stored:
+    """Store validated events (in their order); duplicates are counted, not stored again."""
+    if not events:
+        return Stored()
+    hosts = [event.get("hostname") or LOCAL_HOST for event in events]
+    assigned = clocks.assign(session, [(h, own_time(e)) for h, e in zip(hosts, events, strict=True)], received_ns)
+    by_type: dict[str, list[tuple[dict[str, Any], clocks.Clock]]] = {}
+    for event, clock in zip(events, assigned, strict=True):
+        by_type.setdefault(event["type"], []).append((event, clock))
+    stored = _insert(session, "spans", SPAN_COLUMNS, [_span(e, c) for e, c in by_type.get("kernel", [])])
+    stored += _insert(session, "spans", SPAN_COLUMNS, [_span(e, c) for e, c in by_type.get("scope_begin", [])])
+    stored += _close_scopes(session, [_span(e, c) for e, c in by_type.get("scope_end", [])])
+    stored += _insert(
+        session, "scope_samples", SAMPLE_COLUMNS, [_sample(e, c) for e, c in by_type.get("scope_sample", [])]
+    )
+    stored += _lifecycle(session, by_type.get("init", []), by_type.get("shutdown", []))
+    stored += _system_samples(session, by_type.get("system_sample", []))
+    _processes(session, [(e, c) for e, c in zip(events, assigned, strict=True) if "pid" in e])
+    return Stored(stored, len(events) - stored)
+
+
+SAMPLE_COLUMNS = ("host", "boot", "pid", "name", "tag", "key", "ts_ns", "memory")
+
+
+def _sample(event: dict[str, Any], clock: clocks.Clock) -> tuple:
+    tag = event.get("tag") or ""
+    return (
+        clock.host,
+        clock.boot,
+        event["pid"],
+        event["name"],
+        tag,
+        key("sample", event["name"], tag),
+        event["ts_ns"],
+        _memory(event),
+    )
+
+
+def _lifecycle(session: Session, inits: list, shutdowns: list) -> int:
+    """init and shutdown: noted on the process once; a shutdown abandons its open scopes."""
+    backend, connection, changed = backend_of(session), session.connection(), 0
+    for event, clock in inits:
+        row = (clock.host, clock.boot, event["pid"], event["app"], event["ts_ns"], event["ts_ns"], event["ts_ns"])
+        changed += backend.execute_count(
+            connection, _PROCESS_UPSERT.format(column="init_ns"), (*row, event.get("logPath"))
+        )
+    for event, clock in shutdowns:
+        row = (clock.host, clock.boot, event["pid"], event["app"], event["ts_ns"], event["ts_ns"], event["ts_ns"])
+        added = backend.execute_count(connection, _PROCESS_UPSERT.format(column="shutdown_ns"), (*row, None))
+        changed += added
+        if added:
+            abandon = (
+                "UPDATE spans SET state = 'abandoned', end_ns = ?, duration_ns = ? - start_ns "
+                "WHERE host = ? AND boot = ? AND pid = ? AND end_ns IS NULL AND start_ns <= ?"
+            )
+            ns = event["ts_ns"]
+            backend.execute_count(connection, abandon, (ns, ns, clock.host, clock.boot, event["pid"], ns))
+    return changed
+
+
+_PROCESS_UPSERT = (
+    "INSERT INTO processes (host, boot, pid, app, first_ns, last_ns, {column}, log_path) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (host, boot, pid) DO UPDATE SET {column} = excluded.{column}, "
+    "log_path = coalesce(excluded.log_path, processes.log_path) WHERE processes.{column} IS NULL"
+)
+
+
+def _processes(session: Session, pairs: list) -> None:
+    """Every process's app and time range, one row per host, boot and pid."""
+    spans: dict[tuple, list] = {}
+    for event, clock in pairs:
+        start, end = event.get("ts_start_ns", event.get("ts_ns")), own_time(event)
+        known = spans.get((clock.host, clock.boot, event["pid"]))
+        if known is None:
+            spans[(clock.host, clock.boot, event["pid"])] = [event["app"], start, end]
+        else:
+            known[1], known[2] = min(known[1], start), max(known[2], end)
+    backend = backend_of(session)
+    sql = (
+        "INSERT INTO processes (host, boot, pid, app, first_ns, last_ns) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (host, boot, pid) DO UPDATE SET "
+        f"first_ns = {backend.smaller}(processes.first_ns, excluded.first_ns), "
+        f"last_ns = {backend.larger}(processes.last_ns, excluded.last_ns), app = excluded.app"
+    )
+    backend.executemany(session.connection(), sql, [(*k, *v) for k, v in spans.items()])
+
+
+def _system_samples(session: Session, samples: list) -> int:
+    """GPU samples not seen before become GPU records, as if the crawler had sent them."""
+    backend, connection = backend_of(session), session.connection()
+    sql = f"INSERT INTO system_samples ({', '.join(_SEEN)}) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    new = [(e, c) for e, c in samples if backend.execute_count(connection, sql, _seen(e, c))]
+    records = [record for event, clock in new for record in _gpu_records(event, clock)]
+    if records:
+        store_records(session, prepare(records))
+    return len(new)
+
+
+_SEEN = ("host", "app_key", "ts_ns", "boot")
+
+
+def _seen(event: dict[str, Any], clock: clocks.Clock) -> tuple:
+    return (clock.host, key(event["app"]), event["ts_ns"], clock.boot)
+
+
+def _gpu_records(event: dict[str, Any], clock: clocks.Clock) -> list[dict[str, Any]]:
+    """A system_sample's devices as the crawler's gpu records, split into canonical records."""
+    ts = clock.wall_ns(event["ts_ns"]) // 1000
+    out = []
+    for device in event["devices"]:
+        loaded = {
+            "timestamp": ts,
+            "hostname": clock.host,
+            "gpuId": device.get("uuid") or "",
+            "gpuIndex": device["id"],
+            "metricType": "gpu",
+            **({"gpuName": device["name"]} if device.get("name") else {}),
+        }
+        for ours, theirs in _DEVICE_FIELDS.items():
+            if device.get(ours) is not None:
+                loaded[theirs] = device[ours]
+        out += crawler.split(loaded)
+    return out
+
+
+# The library's device fields under the crawler's gpu-record names.
+_DEVICE_FIELDS = {
+    "total_mib": "totalMemoryMiB", "used_mib": "usedTotalMemoryMiB", "free_mib": "freeMemoryMiB",
+    "util_gpu": "gpuUtilPercent", "util_mem": "memUtilPercent", "temp_c": "temperatureCelsius",
+    "power_mw": "powerMilliwatts", "clk_gfx": "graphicsClockMHz", "clk_sm": "smClockMHz", "clk_mem": "memClockMHz",
+}  # fmt: skip

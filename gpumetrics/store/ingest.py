@@ -1,0 +1,22 @@
+"""The write pipeline's database step for everything one request, file chunk or import chunk holds.
+
+Metric records and gpumon_client events go into the caller's one transaction together;
+POST /metrics, the file tailer and the import command all end here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from .events import store_events
+from .write import Batch, Stored, store_records
+
+
+def store_all(session: Session, batch: Batch, events: Sequence[dict[str, Any]], received_ns: int) -> Stored:
+    """Store a prepared batch of records and validated events; never commits."""
+    records = store_records(session, batch)
+    happened = store_events(session, events, received_ns)
+    return Stored(records.stored + happened.stored, records.duplicates + happened.duplicates, records.refused)
