@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from flask import Flask
 
 import config
@@ -16,16 +14,21 @@ __version__ = "0.1.0"
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    """Build the app: settings, database (schema brought up to date), API and docs."""
+    """Build the app: settings, database (schema brought up to date), API, docs, access log.
+
+    The schema check costs one read when the schema is current (gunicorn's master has
+    already migrated it before forking), so every worker may make its own app.
+    """
+    from . import api, startup
+    from .http import access
+
     settings = settings or config.load()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    startup.configure_logging(settings)
     app = Flask(__name__)
     database = Database(settings.database_url)
     database.upgrade()
     init_state(app, settings, database)
-
-    from . import api, cli
-
     api.register(app, settings)
-    cli.register(app)
+    if settings.access_log:
+        access.register(app)
     return app

@@ -1,7 +1,5 @@
-"""`python -m gpumetrics COMMAND`: the operator commands (import, purge) and Flask's own."""
+"""`python -m gpumetrics COMMAND`: the operator commands of cli.py (import, purge, migrate)."""
 
-from flask.cli import FlaskGroup
+from .cli import main
 
-from . import create_app
-
-FlaskGroup(create_app=create_app, help="gpumetrics operator commands.")(prog_name="python -m gpumetrics")
+main(prog_name="python -m gpumetrics")

@@ -1,26 +1,58 @@
-"""Operator commands: `python -m gpumetrics import FILE...`, `purge` and `migrate`."""
+"""Operator commands: `python -m gpumetrics import FILE...`, `purge` and `migrate`.
+
+A plain click group, not Flask's: `--help` and `--version` need no settings and touch no
+database, and the list shows only these commands. Each command reads the settings and
+opens the database itself, with the service's start-up checks (startup.py), so a bad
+setting or an unusable database is one line and a non-zero exit here too.
+"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
-from flask import Flask
+from sqlalchemy.exc import OperationalError
 
+from config import Settings
+
+from . import __version__, startup
+from .db import Database
 from .jobs import retention
 from .records import jsonl
-from .state import get_db, get_settings
 from .store.write import prepare, store_records
 
 CHUNK_BYTES = 1 << 20
 
 
-def _import_file(path: Path) -> tuple[int, int, int, list[tuple[int, str]]]:
+@click.group(help="gpumetrics operator commands; they read the same settings as the service.")
+@click.version_option(__version__, prog_name="gpumetrics", message="%(prog)s %(version)s")
+def main() -> None:
+    pass
+
+
+@contextmanager
+def _database() -> Iterator[tuple[Settings, Database, str]]:
+    """The settings, the database (checked, waited for, schema current) and what was done to it."""
+    with startup.one_line():
+        settings = startup.load_settings()
+        startup.configure_logging(settings)
+        done = startup.prepare(settings)
+    db = Database(settings.database_url)
+    try:
+        yield settings, db, done
+    except OperationalError as error:
+        sys.exit(f"gpumetrics: {startup.database_problem(settings, error)}")
+    finally:
+        db.dispose()
+
+
+def _import_file(db: Database, path: Path) -> tuple[int, int, int, list[tuple[int, str]]]:
     """Backfill one JSONL file through the ingest pipeline; one transaction per chunk."""
     lines_read = stored = duplicates = 0
     rejected: list[tuple[int, str]] = []
-    db = get_db()
     with (
         path.open("rb") as handle,
         click.progressbar(length=path.stat().st_size, label=path.name, file=sys.stderr) as bar,
@@ -37,40 +69,40 @@ def _import_file(path: Path) -> tuple[int, int, int, list[tuple[int, str]]]:
     return lines_read, stored, duplicates, rejected
 
 
-@click.command("import")
+@main.command("import")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def import_command(files: tuple[Path, ...]) -> None:
     """Backfill JSONL files (one record or array per line) into the database."""
     any_rejected = False
-    for path in files:
-        lines_read, stored, duplicates, rejected = _import_file(path)
-        click.echo(f"{path}: {lines_read} lines, {stored} stored, {duplicates} duplicates, {len(rejected)} rejected")
-        for line, reason in rejected:
-            click.echo(f"  line {line}: {reason}")
-        any_rejected = any_rejected or bool(rejected)
+    with _database() as (_, db, _):
+        for path in files:
+            lines_read, stored, duplicates, rejected = _import_file(db, path)
+            click.echo(
+                f"{path}: {lines_read} lines, {stored} stored, {duplicates} duplicates, {len(rejected)} rejected"
+            )
+            for line, reason in rejected:
+                first, *more = str(reason).splitlines() or [""]
+                click.echo(f"  line {line}: {first}")
+                for text in more:
+                    click.echo(f"    {text}")
+            any_rejected = any_rejected or bool(rejected)
     sys.exit(1 if any_rejected else 0)
 
 
-@click.command("purge")
+@main.command("purge")
 def purge_command() -> None:
     """Run retention now: delete records older than METRICS_RETENTION_HOURS."""
-    hours = get_settings().metrics_retention_hours
-    if hours is None:
-        click.echo("retention is off (METRICS_RETENTION_HOURS=0): nothing deleted")
-        return
-    deleted = retention.purge(get_db(), hours)
+    with _database() as (settings, db, _):
+        hours = settings.metrics_retention_hours
+        if hours is None:
+            click.echo("retention is off (METRICS_RETENTION_HOURS=0): nothing deleted")
+            return
+        deleted = retention.purge(db, hours, settings.rollup_retention_days)
     click.echo(f"deleted {deleted} records older than {hours:g} hours")
 
 
-@click.command("migrate")
+@main.command("migrate")
 def migrate_command() -> None:
     """Bring the database schema up to date (the service also does this at start)."""
-    db = get_db()
-    db.upgrade()
-    click.echo(f"database schema at revision {db.revision()}")
-
-
-def register(app: Flask) -> None:
-    app.cli.add_command(import_command)
-    app.cli.add_command(purge_command)
-    app.cli.add_command(migrate_command)
+    with _database() as (_, db, done):
+        click.echo(done)

@@ -1,30 +1,37 @@
-"""gunicorn settings, read from our own settings so one bad variable stops the start.
+"""gunicorn settings, read from our own, and the start-up checks done once in the master.
 
 Used as `gunicorn --config python:gpumetrics.gunicorn_conf wsgi:app`, the command of
-`make serve`, the Dockerfile and the end-to-end tests alike.
+`make serve`, the Dockerfile and the end-to-end tests alike. gunicorn's master imports
+this module before it forks a worker, so a bad setting, a database that cannot be used
+or one that is not up yet is dealt with here, once: one line and a non-zero exit
+instead of a traceback per worker. The migrations run here too; the workers find the
+schema current. The open-ingest warning is given here, and the workers inherit that it
+was.
 """
 
 from __future__ import annotations
 
-import sys
+from gpumetrics import startup as _startup
+from gpumetrics.http.auth import warn_if_open as _warn_if_open
 
-# gunicorn reads every module-level name as a setting, and `config` is one of them.
-from config import SettingsError as _SettingsError
-from config import load as _load
+with _startup.one_line():
+    _settings = _startup.load_settings()
+    bind = _startup.bind_address(_settings)
+    _startup.configure_logging(_settings)
+    _startup.announce(_settings, _startup.prepare(_settings))
+_warn_if_open(_settings)
 
-try:
-    _settings = _load()
-except _SettingsError as _error:
-    sys.exit(f"gpumetrics: {_error}")
-
-bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.workers
 # Threads let a worker answer /health while another request waits on the database.
 worker_class = "gthread"
 threads = 4
 timeout = 60
-graceful_timeout = 20
+# `docker stop` sends SIGTERM and kills 10 s later: in-flight requests get 8 s to finish,
+# and the master the rest to exit cleanly.
+graceful_timeout = 8
 loglevel = _settings.log_level.lower()
+# The service writes its own access log (ACCESS_LOG, gpumetrics/http/access.py).
+accesslog = None
 # Several instances may run on one host (tests, replicas); the control socket is one path.
 control_socket_disable = True
 

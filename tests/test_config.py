@@ -15,7 +15,8 @@ import config
 
 def test_defaults_just_work():
     settings = config.load({})
-    assert settings.port == 8080
+    assert settings.host == "0.0.0.0" and settings.port == 8080
+    assert settings.database_wait_sec == 60 and settings.access_log is True
     assert settings.database_url == "sqlite:///./metrics.db"
     assert settings.log_level == "INFO"
     assert settings.max_body_bytes == 16 * 1024 * 1024
@@ -30,6 +31,10 @@ def test_defaults_just_work():
         ("MAX_BATCH", "0"),
         ("LOG_LEVEL", "LOUD"),
         ("DATABASE_URL", "mysql://x"),
+        ("DATABASE_URL", "sqlite://metrics.db"),
+        ("DATABASE_URL", "postgres://gpumetrics@db/gpumetrics"),
+        ("DATABASE_WAIT_SEC", "-1"),
+        ("ACCESS_LOG", "loud"),
         ("ENABLE_WS_FILE", "maybe"),
     ],
 )
@@ -38,7 +43,14 @@ def test_invalid_value_names_the_variable(name, value):
         config.load({name: value})
 
 
-@pytest.mark.parametrize("command", [[sys.executable, "wsgi.py"], GUNICORN], ids=["python wsgi.py", "gunicorn"])
+CLI = [sys.executable, "-m", "gpumetrics"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[sys.executable, "wsgi.py"], GUNICORN, [*CLI, "import", __file__], [*CLI, "purge"], [*CLI, "migrate"]],
+    ids=["python wsgi.py", "gunicorn", "import", "purge", "migrate"],
+)
 def test_invalid_value_stops_the_start_with_one_line(command):
     env = {**os.environ, "MAX_BATCH": "lots"}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)

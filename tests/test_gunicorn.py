@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 from conftest import GUNICORN, ROOT
 from samples import FIELDS, record
+
+import config
 
 pytestmark = pytest.mark.slow
 
@@ -72,3 +77,47 @@ def test_concurrent_posts_that_introduce_the_same_new_gpus(gunicorn):
     assert sorted((g["host"], g["gpuIndex"]) for g in gpus) == sorted((f"h{g % 3}", g) for g in range(6))
     count = requests.get(server.url + "/metrics", params={"aggregate": "count"}, timeout=10).json()["value"]
     assert count == 240
+
+
+def test_dockerfile_runs_as_a_numeric_non_root_user_with_its_files_in_volumes():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^USER 10001(:10001)?$", dockerfile, re.MULTILINE), "numeric, so runAsNonRoot can check it"
+    block = dockerfile.split("\nENV ", 1)[1].split("\n\n", 1)[0].replace("\\\n", " ")
+    env = dict(item.split("=", 1) for item in block.split())
+    env.pop("PYTHONDONTWRITEBYTECODE"), env.pop("PYTHONUNBUFFERED")
+    assert set(env) <= {setting.env for setting in config.SETTINGS}, "only settings the service reads"
+    assert env["HOST"] == "0.0.0.0" and env["DATABASE_URL"] == "sqlite:////data/metrics.db"
+    assert env["INPUT_WS_PATH"].startswith("/input/") and env["INPUT_MSG_PATH"].startswith("/input/")
+    assert re.search(r"^STOPSIGNAL SIGTERM$", dockerfile, re.MULTILINE)
+    probe = re.search(r'CMD python -c "(.*)"$', dockerfile, re.MULTILINE).group(1)
+    compile(probe, "HEALTHCHECK", "exec")
+    assert "HOST" in probe and "PORT" in probe
+
+
+def send_head_and_part(url: str, body: bytes, part: int) -> socket.socket:
+    """A POST whose body has only `part` bytes sent so far: a request in flight."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    conn = socket.create_connection((host, int(port)), timeout=30)
+    head = f"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    conn.sendall(head.encode() + body[:part])
+    return conn
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the same stop on PostgreSQL
+def test_sigterm_lets_requests_in_flight_finish_and_stops_within_docker_stops_10_s(gunicorn):
+    """`docker stop`: SIGTERM, then SIGKILL 10 s later. One request finishes after the
+    SIGTERM; one never does, and the stop still ends well inside the 10 s. HOST is the
+    address gunicorn listens on."""
+    server = gunicorn(WORKERS="1", HOST="127.0.0.1")
+    assert f"Listening at: http://127.0.0.1:{server.port} " in server.log.read_text()
+    body = json.dumps([record("power", second) for second in range(50)]).encode()
+    with send_head_and_part(server.url, body, 100) as finishing, send_head_and_part(server.url, body, 10):
+        time.sleep(0.5)  # both are in the worker's hands
+        stopped = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        finishing.sendall(body[100:])
+        assert finishing.recv(4096).startswith(b"HTTP/1.1 201 "), "the request in flight is answered"
+        server.process.wait(timeout=30)
+    assert time.monotonic() - stopped < 9.5, "gunicorn must be done before docker's SIGKILL"
+    assert server.process.returncode == 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -46,18 +47,25 @@ class Database:
         with self.backend.write_turn(), self._write() as session, session.begin():
             yield session
 
-    def upgrade(self, revision: str = "head") -> None:
-        """Bring the schema up to date with the Alembic migrations.
+    def upgrade(self, revision: str = "head") -> str | None:
+        """Bring the schema up to date with the Alembic migrations; return the revision it was at.
 
-        Safe when several processes start at once: the migration runs in one write
-        transaction, under the backend's migration lock.
+        A schema already at the target costs one read and no lock, so every worker may
+        call this at start. Otherwise the migration runs in one write transaction under
+        the backend's migration lock, safe when several processes start at once.
         """
+        config = AlembicConfig()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        target = ScriptDirectory.from_config(config).get_current_head() if revision == "head" else revision
+        before = self.revision()
+        if before == target:
+            return before
         with self.engine.execution_options(writing=True).begin() as conn:
             self.backend.lock_migrations(conn)
-            config = AlembicConfig()
-            config.set_main_option("script_location", str(MIGRATIONS))
+            before = MigrationContext.configure(conn).get_current_revision()
             config.attributes["connection"] = conn
             command.upgrade(config, revision)
+        return before
 
     def revision(self) -> str | None:
         """The Alembic revision the database is at."""

@@ -17,12 +17,13 @@ from collections.abc import Callable
 from typing import Any
 
 from apispec import BasePlugin
-from flask import request
+from flask import g, request
 from flask_smorest import Blueprint, abort
 
 from config import Settings
 
 from ..state import get_settings
+from .access import client_address
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,14 @@ def requires(role: str) -> Callable:
         def guarded(*args: Any, **kwargs: Any) -> Any:
             keys = _keys(get_settings(), role)
             if keys and not key_is_valid(keys):
+                log.warning(
+                    "%s %s: %s API key from %s; answered 401 (request_id=%s)",
+                    request.method,
+                    request.path,
+                    "a wrong" if presented_key() else "no",
+                    client_address(),
+                    g.get("request_id", "-"),
+                )
                 abort(
                     401,
                     message="A valid API key is required: send it in X-API-Key or Authorization: Bearer.",
@@ -106,6 +115,13 @@ class KeysPlugin(BasePlugin):
                 operation["security"] = []
 
 
+_warned_open = False
+
+
 def warn_if_open(settings: Settings) -> None:
-    if not settings.ingest_api_keys:
+    """Once per start: gunicorn's master warns before it forks, and its workers inherit
+    the mark, so N workers do not say it N times."""
+    global _warned_open
+    if not settings.ingest_api_keys and not _warned_open:
+        _warned_open = True
         log.warning("INGEST_API_KEYS is empty: anyone who reaches this service can store records")
