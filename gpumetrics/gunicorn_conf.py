@@ -11,10 +11,43 @@ was.
 
 from __future__ import annotations
 
+import os as _os
+import shutil as _shutil
+import tempfile as _tempfile
+
 from gpumetrics import startup as _startup
 from gpumetrics.http.auth import warn_if_open as _warn_if_open
 
+_METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _metrics_folder() -> tuple[str, bool]:
+    """Where every worker counts its metrics (gpumetrics/observe.py), and whether it is ours to remove.
+
+    PROMETHEUS_MULTIPROC_DIR when set, emptied of an earlier start's files; else a private
+    folder for this start. Set in the environment here, before any worker imports
+    prometheus-client, which reads it once, at import.
+    """
+    given = _os.environ.get(_METRICS_ENV)
+    if not given:
+        folder = _tempfile.mkdtemp(prefix="gpumetrics-metrics-")
+    else:
+        try:
+            _os.makedirs(given, exist_ok=True)
+            for name in _os.listdir(given):
+                if name.endswith(".db"):  # prometheus-client's files; nothing else is touched
+                    _os.unlink(_os.path.join(given, name))
+        except OSError as error:
+            raise _startup.StartupError(
+                f"{_METRICS_ENV}={given}: {error.strerror}; name a folder the service's user can write, or unset it"
+            ) from None
+        folder = given
+    _os.environ[_METRICS_ENV] = folder
+    return folder, not given
+
+
 with _startup.one_line():
+    _metrics_dir, _metrics_dir_is_private = _metrics_folder()
     _settings = _startup.load_settings()
     bind = _startup.bind_address(_settings)
     _startup.configure_logging(_settings)
@@ -52,3 +85,15 @@ def worker_exit(server, worker) -> None:
     jobs = app and app_state(app).jobs
     if jobs is not None:
         jobs.stop()
+
+
+def child_exit(server, worker) -> None:
+    """A dead worker's live gauges go (observe.py keeps none today); its counts stay, counted."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, _metrics_dir)
+
+
+def on_exit(server) -> None:
+    if _metrics_dir_is_private:
+        _shutil.rmtree(_metrics_dir, ignore_errors=True)
