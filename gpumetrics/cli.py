@@ -18,11 +18,12 @@ from sqlalchemy.exc import OperationalError
 
 from config import Settings
 
-from . import __version__, startup
+from . import __version__, startup, times
 from .db import Database
 from .jobs import retention
 from .records import jsonl
-from .store.write import prepare, store_records
+from .records.validate import TimeWindow
+from .store.ingest import prepare_all, store_all
 
 CHUNK_BYTES = 1 << 20
 
@@ -49,20 +50,22 @@ def _database() -> Iterator[tuple[Settings, Database, str]]:
         db.dispose()
 
 
-def _import_file(db: Database, path: Path) -> tuple[int, int, int, list[tuple[int, str]]]:
+def _import_file(db: Database, settings: Settings, path: Path) -> tuple[int, int, int, list[tuple[int, str]]]:
     """Backfill one JSONL file through the ingest pipeline; one transaction per chunk."""
     lines_read = stored = duplicates = 0
     rejected: list[tuple[int, str]] = []
+    window = TimeWindow.from_settings(settings)
     with (
         path.open("rb") as handle,
         click.progressbar(length=path.stat().st_size, label=path.name, file=sys.stderr) as bar,
     ):
-        for lines in jsonl.read_lines(handle, 0, finished=True, chunk_bytes=CHUNK_BYTES):
-            if lines.records:
-                batch = prepare(lines.records)
+        for lines in jsonl.read_lines(handle, 0, finished=True, window=window, chunk_bytes=CHUNK_BYTES):
+            if lines.records or lines.events:
+                batch, events = prepare_all(lines.records, lines.events)
                 with db.writing() as session:
-                    outcome = store_records(session, batch)
+                    outcome = store_all(session, batch, events, times.now_micros() * 1000)
                 stored, duplicates = stored + outcome.stored, duplicates + outcome.duplicates
+                rejected += [(lines.last, f"a record refused: {why}") for why in set(outcome.refused.values())]
             lines_read += lines.read
             rejected += lines.rejected
             bar.update(lines.size)
@@ -74,9 +77,9 @@ def _import_file(db: Database, path: Path) -> tuple[int, int, int, list[tuple[in
 def import_command(files: tuple[Path, ...]) -> None:
     """Backfill JSONL files (one record or array per line) into the database."""
     any_rejected = False
-    with _database() as (_, db, _):
+    with _database() as (settings, db, _):
         for path in files:
-            lines_read, stored, duplicates, rejected = _import_file(db, path)
+            lines_read, stored, duplicates, rejected = _import_file(db, settings, path)
             click.echo(
                 f"{path}: {lines_read} lines, {stored} stored, {duplicates} duplicates, {len(rejected)} rejected"
             )

@@ -18,7 +18,8 @@ from gpumetrics.records import jsonl
 
 
 def run(settings, *args, **env):
-    full_env = {**os.environ, "DATABASE_URL": settings.database_url, **env}
+    # Retention off unless a test sets it: the sample records are from 2025.
+    full_env = {**os.environ, "DATABASE_URL": settings.database_url, "METRICS_RETENTION_HOURS": "0", **env}
     return subprocess.run(
         [sys.executable, "-m", "gpumetrics", *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=60
     )

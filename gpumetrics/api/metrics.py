@@ -11,14 +11,14 @@ from flask_smorest import Blueprint, abort
 
 from .. import observe, times
 from ..http.auth import requires
-from ..records import crawler
+from ..records import crawler, events
 from ..records.jsonparse import loads
 from ..records.schemas import RECORD_SCHEMAS
 from ..records.validate import Checked, TimeWindow, as_items, describe, validate
 from ..state import get_db, get_settings
 from ..store import queries
-from ..store.ingest import store_all
-from ..store.write import Stored, prepare
+from ..store.ingest import prepare_all, store_all
+from ..store.write import Stored
 from .schemas import AggregateQuery, AggregateResult, IngestRejected, IngestResult, MetricsPage, MetricsQuery
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ BATCH_EXAMPLE = [
 ]
 
 
-INPUT_SCHEMAS = [*RECORD_SCHEMAS.values(), *crawler.SCHEMAS.values()]
+INPUT_SCHEMAS = [*RECORD_SCHEMAS.values(), *crawler.SCHEMAS.values(), *events.SCHEMAS.values()]
 
 
 def _record_refs() -> list[dict[str, str]]:
@@ -61,7 +61,9 @@ REQUEST_BODY = {
         "One record, or an array of records (at most MAX_BATCH), in either format, mixed freely: "
         "the canonical format (`metric` names the kind: MemoryRecord ... ProcessRecord), or the C++ "
         "crawler's own (`metricType` gpu or process: CrawlerGpuRecord, CrawlerProcessRecord), where one "
-        "gpu record becomes a memory, utilization, temperature, power and (with clocks) clocks record. "
+        "gpu record becomes a memory, utilization, temperature, power and (with clocks) clocks record; or "
+        "gpumon_client's events as the crawler forwards them (`type`: init, shutdown, scope_begin, scope_sample, "
+        "scope_end, kernel, system_sample; EventKernel ...), timed in nanoseconds of the host's monotonic clock. "
         "Unknown fields are ignored."
     ),
     "content": {
@@ -72,6 +74,8 @@ REQUEST_BODY = {
                 "batch": {"summary": "A batch of every kind", "value": BATCH_EXAMPLE},
                 "crawlerGpu": {"summary": "The crawler's gpu record", "value": crawler.GPU_EXAMPLE},
                 "crawlerProcess": {"summary": "The crawler's process record", "value": crawler.PROCESS_EXAMPLE},
+                "kernel": {"summary": "A gpumon_client kernel event", "value": events.EXAMPLES["kernel"]},
+                "systemSample": {"summary": "A gpumon_client GPU sample", "value": events.EXAMPLES["system_sample"]},
                 "mixed": {
                     "summary": "Both formats in one batch",
                     "value": [crawler.GPU_EXAMPLE, crawler.PROCESS_EXAMPLE, SEED_EXAMPLE],
@@ -201,9 +205,9 @@ class Metrics(MethodView):
         checked = validate(items, TimeWindow.from_settings(get_settings()))
         stored = Stored()
         if checked.records or checked.events:
-            batch = prepare(checked.records, checked.origins)
+            batch, events = prepare_all(checked.records, checked.events, checked.origins)
             with get_db().writing() as session:
-                stored = store_all(session, batch, checked.events, times.now_micros() * 1000)
+                stored = store_all(session, batch, events, times.now_micros() * 1000)
         if stored.refused:
             refusals = [{"index": i, "errors": {"timestamp": [why]}} for i, why in stored.refused.items()]
             checked.rejected = sorted(checked.rejected + refusals, key=lambda item: item["index"])

@@ -268,3 +268,21 @@ processes = Table(
     Column("shutdown_ns", BigInteger, nullable=True),
     Column("log_path", Text, nullable=True),
 )
+
+# Per kernel (or scope) name, what its timed spans add up to: the summary of the whole
+# fleet is then a row a name (store/names.py). m2 is the sum of squared deviations from
+# the mean (Welford), so the standard deviation keeps its precision.
+span_names = Table(
+    "span_names",
+    metadata,
+    Column("name_key", BigInteger, primary_key=True),
+    Column("type", String(8), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("total", BigInteger, nullable=False),
+    Column("min", BigInteger, nullable=False),
+    Column("max", BigInteger, nullable=False),
+    Column("mean", Float, nullable=False),
+    Column("m2", Float, nullable=False),
+    Column("failed", BigInteger, nullable=False),
+)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from .. import observe, times
 from ..db import Database
-from ..store import jobs, sealed
+from ..store import jobs, names, sealed
 from ..store import retention as expiry
 from ..store.rollups import minute_of
 
@@ -41,6 +41,8 @@ def purge_spans(db: Database, retention_hours: float, batch: int = BATCH_ROWS, p
     deleted = _in_batches(db, spans_batch, pause)[0]
     with db.writing() as session:
         expiry.forget_old_events(session, cutoff_ns)
+        if deleted:
+            names.rebuild(session)
     log.info("retention: deleted %d spans older than %s", deleted, times.to_iso(cutoff_ns // 1000))
     return deleted
 

@@ -49,7 +49,7 @@ from .. import observe, times
 from ..db import Database
 from ..records import jsonl
 from ..records.validate import TimeWindow
-from ..store.ingest import store_all
+from ..store.ingest import prepare_all, store_all
 from ..store.jobs import (
     Checkpoint,
     PathState,
@@ -60,7 +60,6 @@ from ..store.jobs import (
     save_path_state,
     unfinished_checkpoints,
 )
-from ..store.write import prepare
 
 log = logging.getLogger(__name__)
 HEAD_BYTES = 1024  # the fingerprint covers the first line, or this much of a longer one
@@ -257,7 +256,7 @@ class Tailer:
         """Store the records of `lines` and the new position together."""
         for line, reason in lines.rejected:
             log.warning("%s:%d: rejected: %s", self.path, line, reason)
-        batch = prepare(lines.records)
+        batch, events = prepare_all(lines.records, lines.events)
         received = times.now_micros() * 1000
         position = checkpoint.position + lines.size
         moved = replace(
@@ -270,7 +269,7 @@ class Tailer:
             bytes_behind=max(os.fstat(fd).st_size - position, 0),
         )
         with self.db.writing() as session:
-            stored = store_all(session, batch, lines.events, received)
+            stored = store_all(session, batch, events, received)
             if stored.refused:
                 first = next(iter(stored.refused.values()))
                 log.warning("%s: %d records refused: %s", self.path, len(stored.refused), first)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -20,7 +22,7 @@ from sqlalchemy.orm import Session
 from ..db import backend_of
 from ..records import crawler
 from ..records.events import own_time, snapshots
-from . import clocks
+from . import clocks, names
 from .fleet import LOCAL_HOST
 from .write import Stored, prepare, store_records
 
@@ -31,6 +33,7 @@ SPAN_COLUMNS = (
 )  # fmt: skip
 
 
+@lru_cache(maxsize=1 << 16)
 def key(*parts: str) -> int:
     """A signed 64-bit hash of texts: what indexes hold instead of long names."""
     digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
@@ -42,71 +45,96 @@ def _memory(event: dict[str, Any]) -> str | None:
     return None if found is None else json.dumps(found, separators=(",", ":"))
 
 
-def _span(event: dict[str, Any], clock: clocks.Clock) -> tuple:
+def _span(event: dict[str, Any]) -> tuple:
+    """A span row without its host and boot (the write finds those)."""
     kind = "kernel" if event["type"] == "kernel" else "scope"
     name, tag = (event["kernel"] if kind == "kernel" else event["name"]), event.get("tag") or ""
     start = event.get("ts_start_ns", event.get("ts_ns"))
-    end, duration = event.get("ts_end_ns"), event.get("duration_ns")
     grid, block = event.get("grid") or (None,) * 3, event.get("block") or (None,) * 3
     opening = event["type"] == "scope_begin"
     return (
-        clock.host, clock.boot, event["pid"], event["app"], kind, name, tag, key(kind, name, tag), key(kind, name),
-        start, end, duration, "open" if opening else "closed", *grid, *block, event.get("shared_mem_bytes"),
-        event.get("cuda_error"), _memory(event) if opening else None, None if opening else _memory(event),
+        event["pid"], event["app"], kind, name, tag, key(kind, name, tag), key(kind, name), start,
+        event.get("ts_end_ns"), event.get("duration_ns"), "open" if opening else "closed", *grid, *block,
+        event.get("shared_mem_bytes"), event.get("cuda_error"), _memory(event) if opening else None,
+        None if opening else _memory(event),
     )  # fmt: skip
 
 
-def _insert(session: Session, table: str, columns: Sequence[str], rows: list[tuple]) -> int:
-    """Rows added; a row that conflicts with a stored one is skipped."""
-    if not rows:
-        return 0
-    added = backend_of(session).insert_rows(session.connection(), table, columns, [list(r) for r in rows], ("id",))
-    return len(rows) if added is None else len(added)
+@dataclass(frozen=True)
+class EventBatch:
+    """Events made into rows before the write transaction, so it holds the lock briefly."""
+
+    events: Sequence[dict[str, Any]]
+    hosts: list[str]
+    times: list[int]  # each event's own time, for the clocks
+    spans: list[tuple]  # per event: its span row without host and boot, or None
 
 
-def _close_scopes(session: Session, rows: list[tuple]) -> int:
-    """scope_end events: close the open span, or add a closed one; returns rows changed."""
+def prepare_events(events: Sequence[dict[str, Any]]) -> EventBatch:
+    hosts = [event.get("hostname") or LOCAL_HOST for event in events]
+    rows = [_span(e) if e["type"] in ("kernel", "scope_begin", "scope_end") else None for e in events]
+    return EventBatch(events, hosts, [own_time(event) for event in events], rows)
+
+
+def _insert(session: Session, table: str, columns: Sequence[str], rows: list, key_columns: Sequence[str]) -> list:
+    """The rows added (a row that conflicts with a stored one is skipped)."""
     if not rows:
-        return 0
-    names = ", ".join(SPAN_COLUMNS)
+        return []
+    added = backend_of(session).insert_rows(session.connection(), table, columns, rows, key_columns)
+    if added is None:
+        return rows
+    wanted = {tuple(found) for found in added}
+    at = [columns.index(name) for name in key_columns]
+    return [row for row in rows if tuple(row[i] for i in at) in wanted]
+
+
+def _close_scopes(session: Session, rows: list) -> list:
+    """scope_end events: close the open span, or add a closed one; returns the rows that did."""
+    columns = ", ".join(SPAN_COLUMNS)
     sql = (
-        f"INSERT INTO spans ({names}) VALUES ({', '.join('?' * len(SPAN_COLUMNS))}) "
+        f"INSERT INTO spans ({columns}) VALUES ({', '.join('?' * len(SPAN_COLUMNS))}) "
         "ON CONFLICT (host, pid, start_ns, key) DO UPDATE SET end_ns = excluded.end_ns, "
         "duration_ns = excluded.duration_ns, state = 'closed', memory_end = excluded.memory_end "
         "WHERE spans.end_ns IS NULL"
     )
-    changed = 0
     backend = backend_of(session)
-    for row in rows:  # one at a time: how many an upsert changed is not counted by every driver's executemany
-        changed += backend.execute_count(session.connection(), sql, row)
-    return changed
+    # One at a time: not every driver's executemany counts what an upsert changed.
+    return [row for row in rows if backend.execute_count(session.connection(), sql, row)]
 
 
-def store_events(session: Session, events: Sequence[dict[str, Any]], received_ns: int) -> Stored:
-    """Store validated events (in their order); duplicates are counted, not stored again."""
-    if not events:
+def store_events(session: Session, batch: EventBatch, received_ns: int) -> Stored:
+    """Store prepared events (in their order); duplicates are counted, not stored again."""
+    if not batch.events:
         return Stored()
-    hosts = [event.get("hostname") or LOCAL_HOST for event in events]
-    assigned = clocks.assign(session, [(h, own_time(e)) for h, e in zip(hosts, events, strict=True)], received_ns)
-    by_type: dict[str, list[tuple[dict[str, Any], clocks.Clock]]] = {}
-    for event, clock in zip(events, assigned, strict=True):
-        by_type.setdefault(event["type"], []).append((event, clock))
-    stored = _insert(session, "spans", SPAN_COLUMNS, [_span(e, c) for e, c in by_type.get("kernel", [])])
-    stored += _insert(session, "spans", SPAN_COLUMNS, [_span(e, c) for e, c in by_type.get("scope_begin", [])])
-    stored += _close_scopes(session, [_span(e, c) for e, c in by_type.get("scope_end", [])])
-    stored += _insert(
-        session, "scope_samples", SAMPLE_COLUMNS, [_sample(e, c) for e, c in by_type.get("scope_sample", [])]
-    )
+    assigned = clocks.assign(session, list(zip(batch.hosts, batch.times, strict=True)), received_ns)
+    by_type: dict[str, list] = {}
+    for event, clock, row in zip(batch.events, assigned, batch.spans, strict=True):
+        by_type.setdefault(event["type"], []).append((event, clock, row))
+    kernels = _insert(session, "spans", SPAN_COLUMNS, _rows(by_type, "kernel"), SPAN_KEY)
+    opened = _insert(session, "spans", SPAN_COLUMNS, _rows(by_type, "scope_begin"), SPAN_KEY)
+    closed = _close_scopes(session, _rows(by_type, "scope_end"))
+    names.add(session, kernels + closed, SPAN_COLUMNS)
+    samples = [_sample(e, c) for e, c, _ in by_type.get("scope_sample", [])]
+    stored = len(kernels) + len(opened) + len(closed)
+    stored += len(_insert(session, "scope_samples", SAMPLE_COLUMNS, samples, SAMPLE_KEY))
     stored += _lifecycle(session, by_type.get("init", []), by_type.get("shutdown", []))
     stored += _system_samples(session, by_type.get("system_sample", []))
-    _processes(session, [(e, c) for e, c in zip(events, assigned, strict=True) if "pid" in e])
-    return Stored(stored, len(events) - stored)
+    _processes(session, [(e, c) for e, c in zip(batch.events, assigned, strict=True) if "pid" in e])
+    return Stored(stored, len(batch.events) - stored)
+
+
+SPAN_KEY = ("host", "pid", "start_ns", "key")
+SAMPLE_KEY = ("host", "pid", "ts_ns", "key")
+
+
+def _rows(by_type: dict[str, list], event_type: str) -> list[list]:
+    return [[clock.host, clock.boot, *row] for _, clock, row in by_type.get(event_type, [])]
 
 
 SAMPLE_COLUMNS = ("host", "boot", "pid", "name", "tag", "key", "ts_ns", "memory")
 
 
-def _sample(event: dict[str, Any], clock: clocks.Clock) -> tuple:
+def _sample(event: dict[str, Any], clock: clocks.Clock) -> list:
     tag = event.get("tag") or ""
     return (
         clock.host,
@@ -123,22 +151,22 @@ def _sample(event: dict[str, Any], clock: clocks.Clock) -> tuple:
 def _lifecycle(session: Session, inits: list, shutdowns: list) -> int:
     """init and shutdown: noted on the process once; a shutdown abandons its open scopes."""
     backend, connection, changed = backend_of(session), session.connection(), 0
-    for event, clock in inits:
+    for event, clock, _ in inits:
         row = (clock.host, clock.boot, event["pid"], event["app"], event["ts_ns"], event["ts_ns"], event["ts_ns"])
         changed += backend.execute_count(
             connection, _PROCESS_UPSERT.format(column="init_ns"), (*row, event.get("logPath"))
         )
-    for event, clock in shutdowns:
+    for event, clock, _ in shutdowns:
         row = (clock.host, clock.boot, event["pid"], event["app"], event["ts_ns"], event["ts_ns"], event["ts_ns"])
         added = backend.execute_count(connection, _PROCESS_UPSERT.format(column="shutdown_ns"), (*row, None))
         changed += added
         if added:
-            abandon = (
-                "UPDATE spans SET state = 'abandoned', end_ns = ?, duration_ns = ? - start_ns "
+            abandon = (  # ended at the shutdown at the latest; how long it ran is not known
+                "UPDATE spans SET state = 'abandoned', end_ns = ? "
                 "WHERE host = ? AND boot = ? AND pid = ? AND end_ns IS NULL AND start_ns <= ?"
             )
             ns = event["ts_ns"]
-            backend.execute_count(connection, abandon, (ns, ns, clock.host, clock.boot, event["pid"], ns))
+            backend.execute_count(connection, abandon, (ns, clock.host, clock.boot, event["pid"], ns))
     return changed
 
 
@@ -174,7 +202,7 @@ def _system_samples(session: Session, samples: list) -> int:
     """GPU samples not seen before become GPU records, as if the crawler had sent them."""
     backend, connection = backend_of(session), session.connection()
     sql = f"INSERT INTO system_samples ({', '.join(_SEEN)}) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
-    new = [(e, c) for e, c in samples if backend.execute_count(connection, sql, _seen(e, c))]
+    new = [(e, c) for e, c, _ in samples if backend.execute_count(connection, sql, _seen(e, c))]
     records = [record for event, clock in new for record in _gpu_records(event, clock)]
     if records:
         store_records(session, prepare(records))

@@ -11,12 +11,17 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from .events import store_events
-from .write import Batch, Stored, store_records
+from .events import EventBatch, prepare_events, store_events
+from .write import Batch, Stored, prepare, store_records
 
 
-def store_all(session: Session, batch: Batch, events: Sequence[dict[str, Any]], received_ns: int) -> Stored:
-    """Store a prepared batch of records and validated events; never commits."""
+def prepare_all(records: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]], origins=None) -> tuple:
+    """Records and events made into rows before the write transaction."""
+    return prepare(records, origins), prepare_events(events)
+
+
+def store_all(session: Session, batch: Batch, events: EventBatch, received_ns: int) -> Stored:
+    """Store a prepared batch of records and of events; never commits."""
     records = store_records(session, batch)
     happened = store_events(session, events, received_ns)
     return Stored(records.stored + happened.stored, records.duplicates + happened.duplicates, records.refused)

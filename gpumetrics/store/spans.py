@@ -20,6 +20,7 @@ from .. import times
 from ..db import backend_of
 from ..db.tables import host_clocks, processes, spans
 from ..kinds import INT64_MAX
+from . import names
 
 FOREVER = 2**62  # the end of a scope that is still open
 OK = "cudaSuccess"
@@ -150,12 +151,55 @@ def page(session: Session, filters: SpanFilters, limit: int, cursor: str | None)
 
 def summary(session: Session, filters: SpanFilters) -> list[dict[str, Any]]:
     """Per name: share of the total time, total, instances, average, median, extremes,
-    standard deviation (population, numpy.std's) and failed launches; by total time."""
+    standard deviation (population, numpy.std's) and failed launches; by total time.
+
+    Without host, app, pid, tag, time or error filters it reads the names' own rows
+    (store/names.py); otherwise it sums the spans the filters name.
+    """
+    kind = filters.type or "kernel"
+    wide = SpanFilters(type=filters.type, name=filters.name)
+    found = _by_name(session, kind, filters.name) if filters == wide else _by_spans(session, filters)
+    grand = sum(item["totalNs"] for item in found) or 1
+    for item in found:
+        item["timePercent"] = 100 * item["totalNs"] / grand
+    return sorted(found, key=lambda item: (-item["totalNs"], item["name"]))
+
+
+def _median(session: Session, query: Select, count: int) -> float:
+    middle = session.scalars(query.order_by(spans.c.duration_ns).limit(2).offset((count - 1) // 2)).all()
+    return middle[0] if count % 2 else (middle[0] + middle[1]) / 2
+
+
+def _item(name: str, count: int, total: int, low: int, high: int, stddev: float, failed: int, median: float) -> dict:
+    return {
+        "name": name,
+        "totalNs": total,
+        "instances": count,
+        "avgNs": total / count,
+        "medianNs": median,
+        "minNs": low,
+        "maxNs": high,
+        "stddevNs": stddev,
+        "failed": failed,
+    }
+
+
+def _by_name(session: Session, kind: str, name: str | None) -> list[dict[str, Any]]:
+    out = []
+    for row in names.read(session, kind, name):
+        timed = select(spans.c.duration_ns).where(spans.c.name_key == row.name_key, spans.c.duration_ns.is_not(None))
+        stddev = math.sqrt(max(row.m2, 0.0) / row.count)
+        median = _median(session, timed, row.count)
+        out.append(_item(row.name, row.count, row.total, row.min, row.max, stddev, row.failed, median))
+    return out
+
+
+def _by_spans(session: Session, filters: SpanFilters) -> list[dict[str, Any]]:
     c = spans.c
-    conditions = [*_conditions(filters), c.duration_ns.is_not(None)]
-    backend = backend_of(session)
+    conditions = [*_conditions(SpanFilters(**{**filters.__dict__, "type": filters.type or "kernel"}))]
+    conditions.append(c.duration_ns.is_not(None))
     failed = func.sum(case((and_(c.type == "kernel", c.cuda_error != OK), 1), else_=0))
-    squares = backend.sum(literal(1.0) * c.duration_ns * c.duration_ns)
+    squares = backend_of(session).sum(literal(1.0) * c.duration_ns * c.duration_ns)
     timed = filters.start is not None or filters.end is not None
     source = _joined if timed else (lambda *columns: select(*columns).select_from(spans))
     grouped = session.execute(
@@ -164,33 +208,15 @@ def summary(session: Session, filters: SpanFilters) -> list[dict[str, Any]]:
         .where(*conditions)
         .group_by(c.name_key)
     ).all()
-    total_all = sum(int(row[2]) for row in grouped) or 1
-    out = [_named(session, source, conditions, row, total_all) for row in grouped]
-    return sorted(out, key=lambda item: (-item["totalNs"], item["name"]))
-
-
-def _named(session: Session, source, conditions: list, row: Any, total_all: int) -> dict[str, Any]:
-    name_key, count, total, low, high, squares, failed = row
-    total, count = int(total), int(count)
-    mean = total / count
-    within = [*conditions, spans.c.name_key == name_key]
-    name = session.scalar(source(spans.c.name).where(*within).limit(1))
-    middle = session.scalars(
-        source(spans.c.duration_ns).where(*within).order_by(spans.c.duration_ns).limit(2).offset((count - 1) // 2)
-    ).all()
-    median = middle[0] if count % 2 else (middle[0] + middle[1]) / 2
-    return {
-        "name": name,
-        "timePercent": 100 * total / total_all,
-        "totalNs": total,
-        "instances": count,
-        "avgNs": mean,
-        "medianNs": median,
-        "minNs": low,
-        "maxNs": high,
-        "stddevNs": math.sqrt(max(float(squares) / count - mean * mean, 0.0)),
-        "failed": int(failed),
-    }
+    out = []
+    for name_key, count, total, low, high, square_sum, failures in grouped:
+        within = [*conditions, c.name_key == name_key]
+        name = session.scalar(source(c.name).where(*within).limit(1))
+        count, total = int(count), int(total)
+        stddev = math.sqrt(max(float(square_sum) / count - (total / count) ** 2, 0.0))
+        median = _median(session, source(c.duration_ns).where(*within), count)
+        out.append(_item(name, count, total, low, high, stddev, int(failures), median))
+    return out
 
 
 def process_list(session: Session, host: str | None = None, app: str | None = None) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from werkzeug.datastructures import MultiDict
 from gpumetrics.store import clocks
 
 LINES = (Path(__file__).parent.parent / "data" / "gpumon_events.ndjson").read_text().splitlines()
+UPTIME = 259_200_000_000_000  # the sample host had been up three days
 EVENTS = [json.loads(line) for line in LINES]
 
 
@@ -54,7 +55,7 @@ def test_every_type_as_the_crawler_forwards_it(client):
         0,
     )
     assert failed["cudaError"] == "cudaErrorLaunchOutOfResources" and failed["tag"] is None
-    assert (evaluation["state"], evaluation["endNs"]) == ("abandoned", 1_900_000_000), "shutdown abandons it"
+    assert (evaluation["state"], evaluation["endNs"]) == ("abandoned", UPTIME + 1_900_000_000), "shutdown abandons it"
     assert all((s["host"], s["pid"], s["app"]) == ("trainer-01", 4242, "train") for s in found)
     (process,) = client.get("/processes").get_json()["processes"]
     assert (process["host"], process["pid"], process["app"], process["shutDown"], process["spans"]) == (
@@ -75,7 +76,7 @@ def test_times_map_to_utc_in_order_with_the_raw_nanoseconds_kept(client):
     kernel = found[1]
     width = datetime.fromisoformat(kernel["end"][:-1]) - datetime.fromisoformat(kernel["start"][:-1])
     assert width.total_seconds() * 1e9 == pytest.approx(kernel["durationNs"], abs=1000)
-    assert (kernel["startNs"], kernel["endNs"]) == (1_200_000_000, 1_200_250_000)
+    assert (kernel["startNs"], kernel["endNs"]) == (UPTIME + 1_200_000_000, UPTIME + 1_200_250_000)
 
 
 def test_gpu_samples_become_the_records_a_crawler_gpu_record_makes(client):
@@ -167,7 +168,7 @@ def test_a_reboot_over_http_keeps_both_boots_apart(client):
     for event in rebooted:  # up a few hundred milliseconds, after a second: booted since the last event
         for name in ("ts_ns", "ts_start_ns", "ts_end_ns"):
             if name in event:
-                event[name] -= 990_000_000
+                event[name] -= UPTIME + 990_000_000
     post_lines(client, [json.dumps(event) for event in rebooted])
     found = client.get("/processes").get_json()["processes"]
     assert [(p["pid"], p["shutDown"], p["spans"]) for p in found] == [(4242, True, 5), (4242, False, 2)]

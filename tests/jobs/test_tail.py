@@ -321,16 +321,16 @@ def test_two_processes_on_one_file_never_count_a_line_twice(db, client, path, mo
     monkeypatch.setattr(jsonl, "CHUNK_BYTES", 1000)
     path.write_text(lines_of(numbered(0, 50)))
     first, second = Tailer(db, path, "container-1"), Tailer(db, path, "container-2")
-    real_prepare, cut_in = tail.prepare, []
+    real_prepare, cut_in = tail.prepare_all, []
 
-    def second_cuts_in(records):
+    def second_cuts_in(records, events):
         """Before the first process stores its first chunk, the second reads the whole file."""
         if not cut_in:
             cut_in.append(None)
             cut_in.append(second.poll())
-        return real_prepare(records)
+        return real_prepare(records, events)
 
-    monkeypatch.setattr(tail, "prepare", second_cuts_in)
+    monkeypatch.setattr(tail, "prepare_all", second_cuts_in)
     with pytest.raises(CheckpointMoved):
         first.poll()
     assert cut_in == [None, 50] and first.poll() == 0

@@ -89,8 +89,23 @@ def upgrade() -> None:
         sa.Column("log_path", sa.Text, nullable=True),
         sa.PrimaryKeyConstraint("host", "boot", "pid", name="pk_processes"),
     )
+    _span_names()
+
+
+def _span_names() -> None:
+    op.create_table(
+        "span_names",
+        _big("name_key"),
+        sa.Column("type", sa.String(8), nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        *(_big(name) for name in ("count", "total", "min", "max")),
+        sa.Column("mean", sa.Float, nullable=False),
+        sa.Column("m2", sa.Float, nullable=False),
+        _big("failed"),
+        sa.PrimaryKeyConstraint("name_key", name="pk_span_names"),
+    )
 
 
 def downgrade() -> None:
-    for table in ("processes", "system_samples", "scope_samples", "spans", "host_clocks"):
+    for table in ("span_names", "processes", "system_samples", "scope_samples", "spans", "host_clocks"):
         op.drop_table(table)
