@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from samples import iso, record
@@ -69,3 +70,20 @@ def test_a_gpu_whose_records_expired_stays_while_its_rollups_do(app, client):
     assert total["count"] == 5, "the rollups still count the expired records"
     retention.purge(app_state(app).db, retention_hours=2, rollup_days=2 / 24, pause=0)
     assert client.get("/gpus").get_json()["gpus"] == []
+
+
+def test_spans_older_than_their_window_go_with_their_processes_and_summary(app, client):
+    from api.test_events import LINES, UPTIME, post_lines
+
+    post_lines(client, LINES)  # five spans of pid 4242, three days after boot
+    later = {"hostname": "trainer-01", "type": "kernel", "pid": 777, "app": "infer", "kernel": "gemv"}
+    later |= {"grid": [1, 1, 1], "block": [32, 1, 1], "shared_mem_bytes": 0, "cuda_error": "cudaSuccess"}
+    start = UPTIME + 10 * 3600 * 10**9
+    post_lines(client, [json.dumps(later | {"ts_start_ns": start, "ts_end_ns": start + 5000, "duration_ns": 5000})])  # ten hours on: the first five are that old
+    assert len(client.get("/spans").get_json()["items"]) == 6
+
+    assert retention.purge_spans(app_state(app).db, retention_hours=5, batch=2, pause=0) == 5
+    assert [s["name"] for s in client.get("/spans").get_json()["items"]] == ["gemv"]
+    assert [p["pid"] for p in client.get("/processes").get_json()["processes"]] == [777]
+    assert [k["name"] for k in client.get("/spans/summary").get_json()["items"]] == ["gemv"]
+    assert retention.purge_spans(app_state(app).db, retention_hours=5, pause=0) == 0
