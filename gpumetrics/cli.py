@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from config import Settings
 
-from . import __version__, startup, times
+from . import __version__, observe, startup, times
 from .db import Database
 from .jobs import retention
 from .records import jsonl
@@ -60,12 +60,14 @@ def _import_file(db: Database, settings: Settings, path: Path) -> tuple[int, int
         click.progressbar(length=path.stat().st_size, label=path.name, file=sys.stderr) as bar,
     ):
         for lines in jsonl.read_lines(handle, 0, finished=True, window=window, chunk_bytes=CHUNK_BYTES):
+            outcome = None
             if lines.records or lines.events:
                 batch, events = prepare_all(lines.records, lines.events)
                 with db.writing() as session:
                     outcome = store_all(session, batch, events, times.now_micros() * 1000)
                 stored, duplicates = stored + outcome.stored, duplicates + outcome.duplicates
                 rejected += [(lines.last, f"a record refused: {why}") for why in set(outcome.refused.values())]
+            observe.lines_ingested("import", lines, outcome)
             lines_read += lines.read
             rejected += lines.rejected
             bar.update(lines.size)
