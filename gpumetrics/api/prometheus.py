@@ -2,9 +2,10 @@
 
 Why dcgm-exporter's names: dashboards and alerts written for NVIDIA's exporter (Grafana's
 dashboard 12239 and its many copies) then work on the fleet's crawler data as they are.
-Each GPU field's newest value is read at scrape time from the `latest` table (one query
-joined with gpus: a row per GPU and kind, never a probe into the records), so every
-gunicorn worker answers alike and nothing is kept in process memory. The labels are the
+Each GPU field's newest value is read at scrape time from the `latest` table, a row per
+GPU and kind: one query folds them into a row per GPU, another reads the processes, each
+joined to gpus by primary key, never a probe into the records. So every gunicorn worker
+answers alike and nothing is kept in process memory. The labels are the
 exporter's (`gpu`, `UUID`, `device`, `modelName`, `Hostname`) plus `instance` set to the
 host, so that with `honor_labels: true` a dashboard picks a node by `instance`. A label
 the service does not know is left out, as the exporter leaves out `Hostname`: the local
@@ -30,7 +31,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from marshmallow import ValidationError
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
-from sqlalchemy import Select, select
+from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
 from .. import observe, times
@@ -71,22 +72,17 @@ DCGM_FIELDS = (
 )
 PROCESS_GAUGE = "gpumetrics_process_used_mib"
 PROCESS_HELP = "Device memory used by one process on the GPU (in MiB), with its pid and name."
-_BY_KIND = {
-    kind: tuple(f for f in DCGM_FIELDS if f.metric == kind) for kind in dict.fromkeys(f.metric for f in DCGM_FIELDS)
-}
-_VALUE_COLUMNS = tuple(dict.fromkeys(column for field in DCGM_FIELDS for column in field.columns))
-_HELP = {**{field.name: field.help for field in DCGM_FIELDS}, PROCESS_GAUGE: PROCESS_HELP}
 
 EXAMPLE = """\
 # HELP DCGM_FI_DEV_GPU_TEMP GPU temperature (in C).
 # TYPE DCGM_FI_DEV_GPU_TEMP gauge
-DCGM_FI_DEV_GPU_TEMP{Hostname="trainer-01",UUID="GPU-abc-uuid",device="nvidia0",gpu="0",\
-instance="trainer-01",modelName="NVIDIA A100-PCIE-40GB"} 62.0
+DCGM_FI_DEV_GPU_TEMP{gpu="0",UUID="GPU-abc-uuid",device="nvidia0",modelName="NVIDIA A100-PCIE-40GB",\
+Hostname="trainer-01",instance="trainer-01"} 62.0
 # HELP gpumetrics_process_used_mib Device memory used by one process on the GPU (in MiB), with its pid and name.
 # TYPE gpumetrics_process_used_mib gauge
-gpumetrics_process_used_mib{Hostname="trainer-01",UUID="GPU-abc-uuid",device="nvidia0",gpu="0",\
-instance="trainer-01",modelName="NVIDIA A100-PCIE-40GB",pid="1234",process_name="python"} 2048.0
-# HELP gpumetrics_records_stored_total Records stored, by where they came from (http, file, import).
+gpumetrics_process_used_mib{gpu="0",UUID="GPU-abc-uuid",device="nvidia0",modelName="NVIDIA A100-PCIE-40GB",\
+Hostname="trainer-01",instance="trainer-01",pid="1234",process_name="python"} 2048.0
+# HELP gpumetrics_records_stored_total Records stored, by where they came from.
 # TYPE gpumetrics_records_stored_total counter
 gpumetrics_records_stored_total{source="http"} 480000.0
 """
@@ -104,38 +100,53 @@ class ScrapeQuery(Query):
         return "none"
 
 
-# read_fleet's columns, by position: rendering reads 11,000 values a scrape.
-_GPU_ID, _METRIC, _PID, _PROCESS_NAME, _HOST, _INDEX, _UUID, _NAME, _VALUES = range(9)
-_COLUMNS_OF = {field.name: tuple(_VALUES + _VALUE_COLUMNS.index(c) for c in field.columns) for field in DCGM_FIELDS}
-_USED_MIB = _VALUES + _VALUE_COLUMNS.index("used_mib")
+def _newest(field: DcgmField) -> Any:
+    """The field's value in its kind's newest row of a GPU, as a column of one row per GPU."""
+    columns = [latest.c[column] for column in field.columns]
+    value = func.coalesce(*columns) if len(columns) > 1 else columns[0]
+    return func.max(case((latest.c.metric == field.metric, value))).label(field.name)
 
 
-def fleet_query(since: int) -> Select:
-    """The newest row of every GPU and kind, and every current process, not older than `since`.
+def gpu_query(since: int) -> Select:
+    """One row per GPU with a series not older than `since`: its labels, then each DCGM field (or null).
 
-    latest holds a row per GPU and kind (per process for processes), each joined to its
-    GPU by primary key; in the order of latest's primary key, which needs no sort.
+    latest holds one row per GPU and kind; they are folded into one row per GPU in the
+    database, in latest's primary-key order, and joined to the GPU by its primary key.
     """
+    newest = (
+        select(latest.c.gpu_id, *(_newest(field) for field in DCGM_FIELDS))
+        .where(latest.c.ts >= since, latest.c.metric != "process")
+        .group_by(latest.c.gpu_id)
+        .subquery()
+    )
+    return (
+        select(gpus.c.host, gpus.c.gpu_index, gpus.c.uuid, gpus.c.name, *(newest.c[f.name] for f in DCGM_FIELDS))
+        .join(newest, newest.c.gpu_id == gpus.c.id)
+        .order_by(newest.c.gpu_id)
+    )
+
+
+def process_query(since: int) -> Select:
+    """Every current process (latest keeps those of each GPU's newest process time) not older than `since`."""
     return (
         select(
-            latest.c.gpu_id,
-            latest.c.metric,
-            latest.c.pid_key,
-            latest.c.process_name,
             gpus.c.host,
             gpus.c.gpu_index,
             gpus.c.uuid,
             gpus.c.name,
-            *(latest.c[column] for column in _VALUE_COLUMNS),
+            latest.c.pid_key,
+            latest.c.process_name,
+            latest.c.used_mib,
         )
         .join(gpus, gpus.c.id == latest.c.gpu_id)
-        .where(latest.c.ts >= since)
-        .order_by(latest.c.gpu_id, latest.c.metric, latest.c.pid_key)
+        .where(latest.c.metric == "process", latest.c.ts >= since)
+        .order_by(latest.c.gpu_id, latest.c.pid_key)
     )
 
 
-def read_fleet(session: Session, since: int) -> Sequence[Any]:
-    return session.execute(fleet_query(since)).all()
+def read_fleet(session: Session, since: int) -> tuple[Sequence[Any], Sequence[Any]]:
+    """The GPUs' rows and the processes' rows of a scrape."""
+    return session.execute(gpu_query(since)).all(), session.execute(process_query(since)).all()
 
 
 def escape(value: str) -> str:
@@ -156,45 +167,36 @@ def gpu_labels(host: str, index: int | None, uuid: str | None, name: str | None)
     return ",".join(f'{label}="{escape(value)}"' for label, value in known if value)
 
 
-def render_fleet(rows: Sequence[Any]) -> str:
+def render_fleet(gpu_rows: Sequence[Any], process_rows: Sequence[Any]) -> str:
     """The rows of `read_fleet` as text format 0.0.4: a gauge family per DCGM field, then the processes'.
 
     Written here rather than by prometheus-client's generic writer, which takes 15 µs a
     sample: a scrape of 1,000 GPUs has some 11,000 samples, and its target is 100 ms.
     """
-    samples: dict[str, list[str]] = {field.name: [] for field in DCGM_FIELDS}
-    samples[PROCESS_GAUGE] = processes = []
-    labels_of: dict[int, str] = {}
-    for row in rows:
-        labels = labels_of.get(row[_GPU_ID])
-        if labels is None:
-            labels = labels_of[row[_GPU_ID]] = gpu_labels(row[_HOST], row[_INDEX], row[_UUID], row[_NAME])
-        if row[_METRIC] == "process":
-            processes.append(f"{PROCESS_GAUGE}{{{_process_labels(labels, row)}}} {float(row[_USED_MIB])!r}\n")
-            continue
-        for field in _BY_KIND.get(row[_METRIC], ()):
-            value = _first(row, _COLUMNS_OF[field.name])
-            if value is not None:
-                samples[field.name].append(f"{field.name}{{{labels}}} {float(value)!r}\n")
+    labels = [gpu_labels(*row[:4]) for row in gpu_rows]
+    of_gpu = {tuple(row[:4]): text for row, text in zip(gpu_rows, labels, strict=True)}
     out = []
-    for name, help_text in _HELP.items():
-        out.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n")
-        out += samples[name]
+    for position, field in enumerate(DCGM_FIELDS, start=4):
+        out.append(f"# HELP {field.name} {field.help}\n# TYPE {field.name} gauge\n")
+        out += [
+            f"{field.name}{{{text}}} {float(row[position])!r}\n"
+            for text, row in zip(labels, gpu_rows, strict=True)
+            if row[position] is not None
+        ]
+    out.append(f"# HELP {PROCESS_GAUGE} {PROCESS_HELP}\n# TYPE {PROCESS_GAUGE} gauge\n")
+    for row in process_rows:
+        gpu = of_gpu.get(tuple(row[:4]))
+        if gpu is None:  # a GPU with processes only, or processes tied to no GPU
+            gpu = of_gpu[tuple(row[:4])] = gpu_labels(*row[:4])
+        out.append(f"{PROCESS_GAUGE}{{{_process_labels(gpu, row)}}} {float(row.used_mib)!r}\n")
     return "".join(out)
 
 
-def _first(row: Any, positions: tuple[int, ...]) -> Any:
-    for position in positions:
-        if row[position] is not None:
-            return row[position]
-    return None
-
-
-def _process_labels(labels: str, row: Any) -> str:
-    own = f'pid="{row[_PID]}"'
-    if row[_PROCESS_NAME]:
-        own += f',process_name="{escape(row[_PROCESS_NAME][:PROCESS_NAME_MAX])}"'
-    return f"{labels},{own}" if labels else own
+def _process_labels(gpu: str, row: Any) -> str:
+    own = f'pid="{row.pid_key}"'
+    if row.process_name:
+        own += f',process_name="{escape(row.process_name[:PROCESS_NAME_MAX])}"'
+    return f"{gpu},{own}" if gpu else own
 
 
 @blp.route("")
@@ -211,7 +213,7 @@ class Prometheus(MethodView):
         settings = get_settings()
         since = times.now_micros() - int(settings.stale_after_sec * 1_000_000)
         with get_db().reading() as session:
-            rows = read_fleet(session, since)
+            gpu_rows, process_rows = read_fleet(session, since)
             state = observe.read_state(session, settings)
-        body = render_fleet(rows).encode() + observe.exposition(state)
+        body = render_fleet(gpu_rows, process_rows).encode() + observe.exposition(state)
         return Response(body, content_type=CONTENT_TYPE_PLAIN_0_0_4)
