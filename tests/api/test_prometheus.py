@@ -292,7 +292,11 @@ def _check_dashboard(prometheus: Prometheus) -> None:
 def two_services(database_url, tmp_path):
     """The service under gunicorn on one database, open and with READ_API_KEYS, started side by side."""
     env = {"DATABASE_URL": database_url, "METRICS_RETENTION_HOURS": "0", "WORKERS": "1", "ACCESS_LOG": "false"}
-    services = [Server(env, tmp_path), Server({**env, "READ_API_KEYS": "scraper-key"}, tmp_path)]
+    folders = [tmp_path / "open-metrics", tmp_path / "keyed-metrics"]  # not private ones: these are killed
+    services = [
+        Server({**env, "PROMETHEUS_MULTIPROC_DIR": str(folders[0])}, tmp_path),
+        Server({**env, "PROMETHEUS_MULTIPROC_DIR": str(folders[1]), "READ_API_KEYS": "scraper-key"}, tmp_path),
+    ]
     try:
         for service in services:
             service.wait_ready()
