@@ -205,7 +205,7 @@ def read_state(session: Session, settings: Settings) -> StateCollector:
     build.add_metric([__version__], 1)
     size = GaugeMetricFamily(
         "gpumetrics_database_size_bytes",
-        "Size of the database: the SQLite file, or the service's tables and indexes in PostgreSQL.",
+        "Size of the database in bytes: the SQLite file (without its WAL), or the PostgreSQL database.",
         value=_database_size(session),
     )
     behind = GaugeMetricFamily(
@@ -240,10 +240,8 @@ def _database_size(session: Session) -> float:
     if backend_of(session).name == "sqlite":
         sql = "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
     else:
-        sql = (
-            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'"
-        )
+        # The whole database's files: a few stat calls, where summing each table's relations opens them all.
+        sql = "SELECT pg_database_size(current_database())"
     return float(session.execute(text(sql)).scalar_one())
 
 
