@@ -7,9 +7,9 @@ from flask_smorest import Api
 
 from config import Settings
 
-from .. import __version__
+from .. import __version__, observe
 from ..http import auth, errors, headers
-from . import docs, gpus, health, metrics, openapi, series, spans, stats
+from . import docs, gpus, health, metrics, openapi, prometheus, series, spans, stats
 
 API_DESCRIPTION = """
 Stores the samples that the GPU metrics crawler takes from NVML on every host, and
@@ -20,6 +20,10 @@ answers operators and dashboards.
   aggregate over them; `GET /metrics/series` buckets them for charts, `GET /metrics/latest`
   gives the fleet's newest values, `GET /metrics/export` streams them all as NDJSON or CSV;
   `GET /gpus` lists the GPUs; `GET /stats` summarises each GPU and kind.
+* **gpumon_client's events**: `GET /spans` lists scopes and kernel launches,
+  `GET /spans/summary` sums them by name, `GET /processes` lists the processes.
+* **Prometheus**: `GET /prometheus` gives the fleet's newest values in dcgm-exporter's
+  names, and the service's own metrics.
 * Times are ISO 8601; without an offset they are UTC. Answers are always UTC, ending in `Z`.
 """
 
@@ -40,8 +44,9 @@ def register(app: Flask, settings: Settings) -> Api:
     spec_kwargs = {"info": {"description": API_DESCRIPTION}, "extra_plugins": plugins}
     api = errors.ApiWithOneErrorFormat(app, spec_kwargs=spec_kwargs)
     metrics.document_records(api.spec)
-    for module in (metrics, series, gpus, stats, spans, health):
+    for module in (metrics, series, gpus, stats, spans, health, prometheus):
         api.register_blueprint(module.blp)
     openapi.drop_unused_schemas(api.spec)
     app.register_blueprint(docs.blp)
+    observe.register(app, settings.tailed_files)
     return api
