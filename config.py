@@ -235,6 +235,15 @@ class Settings:
         "a number of seconds of at least 1",
         "How often retention runs (it also runs once at start).",
     )
+    prometheus_multiproc_dir: str | None = setting(
+        "PROMETHEUS_MULTIPROC_DIR",
+        "",
+        _optional_text,
+        "a folder path, or empty for a private folder per start",
+        "Where the gunicorn workers keep their counts for /prometheus (prometheus-client's multiprocess"
+        " mode), emptied of its *.db files at every start; one folder per service instance. Run"
+        " `python -m gpumetrics import` with the same value to have its counts in /prometheus.",
+    )
     scheduler_lock_path: str | None = setting(
         "SCHEDULER_LOCK_PATH",
         "",

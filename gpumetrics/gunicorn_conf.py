@@ -21,14 +21,13 @@ from gpumetrics.http.auth import warn_if_open as _warn_if_open
 _METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def _metrics_folder() -> tuple[str, bool]:
+def _metrics_folder(given: str | None) -> tuple[str, bool]:
     """Where every worker counts its metrics (gpumetrics/observe.py), and whether it is ours to remove.
 
     PROMETHEUS_MULTIPROC_DIR when set, emptied of an earlier start's files; else a private
     folder for this start. Set in the environment here, before any worker imports
     prometheus-client, which reads it once, at import.
     """
-    given = _os.environ.get(_METRICS_ENV)
     if not given:
         folder = _tempfile.mkdtemp(prefix="gpumetrics-metrics-")
     else:
@@ -47,8 +46,8 @@ def _metrics_folder() -> tuple[str, bool]:
 
 
 with _startup.one_line():
-    _metrics_dir, _metrics_dir_is_private = _metrics_folder()
     _settings = _startup.load_settings()
+    _metrics_dir, _metrics_dir_is_private = _metrics_folder(_settings.prometheus_multiproc_dir)
     bind = _startup.bind_address(_settings)
     _startup.configure_logging(_settings)
     _startup.announce(_settings, _startup.prepare(_settings))

@@ -124,7 +124,11 @@ def test_request_durations_by_route_method_and_status(client):
         was_count, was_total = _durations(before, endpoint, method, status)
         assert count - was_count == times and total > was_total, (endpoint, status)
     buckets = samples(after, "gpumetrics_http_request_duration_seconds_bucket")
-    mine = [v for labels, v in buckets if labels["endpoint"] == "/metrics/latest" and labels["status"] == "200"]
+    mine = [
+        v
+        for labels, v in buckets
+        if (labels["endpoint"], labels["method"], labels["status"]) == ("/metrics/latest", "GET", "200")
+    ]
     assert mine == sorted(mine) and mine[-1] == _durations(after, "/metrics/latest", "GET", "200")[0]
 
 

@@ -111,8 +111,9 @@ def test_a_re_sent_event_is_a_duplicate(client):
 
 
 def test_events_mix_with_both_record_formats_in_one_batch(client):
-    from gpumetrics.records import crawler
     from samples import iso, record
+
+    from gpumetrics.records import crawler
 
     now = iso(datetime.now().astimezone())
     gpu = {**crawler.GPU_EXAMPLE, "timestamp": now}

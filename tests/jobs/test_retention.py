@@ -79,7 +79,8 @@ def test_spans_older_than_their_window_go_with_their_processes_and_summary(app, 
     later = {"hostname": "trainer-01", "type": "kernel", "pid": 777, "app": "infer", "kernel": "gemv"}
     later |= {"grid": [1, 1, 1], "block": [32, 1, 1], "shared_mem_bytes": 0, "cuda_error": "cudaSuccess"}
     start = UPTIME + 10 * 3600 * 10**9
-    post_lines(client, [json.dumps(later | {"ts_start_ns": start, "ts_end_ns": start + 5000, "duration_ns": 5000})])  # ten hours on: the first five are that old
+    # Ten hours on: the first five spans are that old.
+    post_lines(client, [json.dumps(later | {"ts_start_ns": start, "ts_end_ns": start + 5000, "duration_ns": 5000})])
     assert len(client.get("/spans").get_json()["items"]) == 6
 
     assert retention.purge_spans(app_state(app).db, retention_hours=5, batch=2, pause=0) == 5
