@@ -9,7 +9,7 @@ from config import Settings
 
 from .. import __version__, observe
 from ..http import auth, errors, headers
-from . import docs, gpus, health, metrics, openapi, prometheus, series, spans, stats
+from . import dashboard, docs, gpus, health, metrics, openapi, prometheus, series, spans, stats
 
 API_DESCRIPTION = """
 Stores the samples that the GPU metrics crawler takes from NVML on every host, and
@@ -49,4 +49,5 @@ def register(app: Flask, settings: Settings) -> Api:
     openapi.drop_unused_schemas(api.spec)
     app.register_blueprint(docs.blp)
     observe.register(app, settings.tailed_files)
+    app.register_blueprint(dashboard.blp)
     return api

@@ -13,7 +13,7 @@ DOCS_CSP = (
     "font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; object-src 'none'; "
     "base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
-DOCS_PAGES = {"/docs", "/redoc"}
+DOCS_PAGES = {"/docs", "/redoc", "/dashboard"}
 CORS_HEADERS = "Content-Type, X-API-Key, Authorization, X-Request-ID"
 
 

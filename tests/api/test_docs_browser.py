@@ -1,13 +1,9 @@
 """The docs pages work offline: Swagger UI (/docs) and ReDoc (/redoc) in headless Chromium.
 
 The real gunicorn serves the pages; Chromium loads them with the network cut for anything
-but the service. Where `unshare` can make a network namespace (as root, or with
-unprivileged user namespaces), Chromium runs in a fresh one holding only a loopback
-interface and no route: its one way out is a listening socket that this test creates
-inside that namespace and pipes to the gunicorn port. Elsewhere, Chromium's own flags make
-every other host unresolvable and send anything left to a dead proxy. Either way the page
-is reached as http://gpumetrics.test:PORT, a name that is not loopback, as a user on
-another host would reach it.
+but the service (tests/browser.py: a network namespace of its own where `unshare` can make
+one, else Chromium's flags), reaching the service as http://gpumetrics.test:PORT, a name
+that is not loopback, as a user on another host would reach it.
 
 The tests read the DOM Chromium rendered (every operation of /openapi.json is listed), the
 HTML the service served (no URL outside the service; every asset, and every url() of its
@@ -21,161 +17,38 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import signal
-import socket
 import struct
 import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cache
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import pytest
 import requests
+from browser import (
+    HOST,
+    Request,
+    assert_only_service_answered,
+    base_flags,
+    chromium,
+    external_requests,
+    isolation_flags,
+    launch,
+    read_netlog,
+    same_origin,
+    stop,
+    tail,
+    unshare_command,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-HOST = "gpumetrics.test"  # the name Chromium knows the service by; mapped to 127.0.0.1
 BROWSER_TIMEOUT = 45  # seconds for one Chromium run, wall clock
 VIRTUAL_TIME_BUDGET = 15_000  # milliseconds of page time: scripts, fetches and rendering
 WINDOW = (1280, 900)
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
-
-
-def chromium() -> str:
-    for candidate in ("/usr/bin/chromium", shutil.which("chromium")):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    pytest.skip("headless Chromium is missing: install the Debian package `chromium` (.ci/run does)")
-
-
-# --- the browser, with the network cut --------------------------------------------------
-
-
-# Run inside a new network namespace: bring lo up, then make sure nothing else is routed.
-ISOLATE = """
-import fcntl, socket, struct, sys
-with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-    ifreq = fcntl.ioctl(s, 0x8913, struct.pack("16sH22x", b"lo", 0))  # SIOCGIFFLAGS
-    flags = struct.unpack_from("16sH", ifreq)[1]
-    fcntl.ioctl(s, 0x8914, struct.pack("16sH22x", b"lo", flags | 1))  # SIOCSIFFLAGS, IFF_UP
-for family, address in ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1")):  # documentation
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as s:
-            s.connect((address, 9))  # a UDP connect only looks the route up
-    except OSError:
-        continue
-    sys.exit(f"the new network namespace has a route to {address}")
-"""
-
-# Then listen on 127.0.0.1:PORT there, hand the listening socket to the test through the
-# Unix socket CHANNEL, and become Chromium.
-HAND_OVER = """
-import os
-channel, port, argv = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
-listener = socket.create_server(("127.0.0.1", port))
-with socket.socket(fileno=channel) as chan:
-    socket.send_fds(chan, [b"listening"], [listener.fileno()])
-listener.close()
-os.execv(argv[0], argv)
-"""
-
-UNSHARE = (
-    ["unshare", "--net", "--"],  # root, or CAP_SYS_ADMIN
-    ["unshare", "--user", "--map-root-user", "--net", "--"],  # unprivileged user namespaces
-)
-
-
-@cache
-def unshare_command() -> list[str] | None:
-    """The first way of making an isolated network namespace that works here, if any."""
-    if not shutil.which("unshare"):
-        return None
-    for command in UNSHARE:
-        try:
-            done = subprocess.run([*command, sys.executable, "-c", ISOLATE], capture_output=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if done.returncode == 0:
-            return command
-    return None
-
-
-class Bridge:
-    """Accepts connections on a socket inside Chromium's namespace and pipes each to gunicorn."""
-
-    def __init__(self, listener: socket.socket, port: int) -> None:
-        self.listener = listener
-        self.port = port
-        self.stopping = threading.Event()
-        self.threads: list[threading.Thread] = []
-        self.sockets: list[socket.socket] = []
-        self.lock = threading.Lock()
-        listener.settimeout(0.2)
-        self._spawn(self._accept)
-
-    def _spawn(self, target, *args) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        with self.lock:
-            self.threads.append(thread)
-        thread.start()
-
-    def _accept(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                inside, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            inside.settimeout(None)
-            try:
-                outside = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-            except OSError:
-                inside.close()
-                continue
-            outside.settimeout(None)
-            with self.lock:
-                self.sockets += [inside, outside]
-            self._spawn(self._pipe, inside, outside)
-            self._spawn(self._pipe, outside, inside)
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-            sink.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self.stopping.set()
-        with self.lock:
-            sockets = list(self.sockets)
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        with self.lock:
-            threads = list(self.threads)
-        for thread in threads:
-            thread.join(timeout=5)
-        for sock in [*sockets, self.listener]:
-            sock.close()
-
-
-@dataclass(frozen=True)
-class Request:
-    url: str
-    initiator: str | None  # the page's origin, or "not an origin" for navigations and the browser's own
-    answered: bool  # a response came back
 
 
 @dataclass
@@ -196,11 +69,7 @@ class Visit:
 
     def external_requests(self) -> set[str]:
         """URLs outside the service that the page (not the browser's own services) asked for."""
-        return {
-            request.url
-            for request in self.requests
-            if request.initiator not in (None, "not an origin") and not same_origin(request.url, self.origin)
-        }
+        return external_requests(self.requests, self.origin)
 
 
 def visit(server, path: str, tmp_path: Path, screenshot: bool = True) -> Visit:
@@ -211,62 +80,21 @@ def visit(server, path: str, tmp_path: Path, screenshot: bool = True) -> Visit:
     work = tmp_path / f"chromium-{name}-{server.port}"
     work.mkdir()
     netlog, log, png = work / "netlog.json", work / "chromium.log", work / f"{name}.png"
-    unshare = unshare_command()
-    if unshare:
-        # The namespace has no route anywhere: only the service's name needs mapping.
-        rules = [f"--host-resolver-rules=MAP {HOST} 127.0.0.1"]
-    else:
-        rules = [
-            f"--host-resolver-rules=MAP {HOST} 127.0.0.1, MAP * ~NOTFOUND",
-            "--proxy-server=127.0.0.1:9",  # discard port: nothing listens, so anything proxied fails
-            f"--proxy-bypass-list={HOST}",
-        ]
+    isolated = unshare_command() is not None
     argv = [
         binary,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-extensions",
-        f"--user-data-dir={work / 'profile'}",
-        f"--log-net-log={netlog}",
-        *rules,
-        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        *base_flags(work, netlog, WINDOW),
+        *isolation_flags(isolated),
         f"--virtual-time-budget={VIRTUAL_TIME_BUDGET}",
         *([f"--screenshot={png}"] if screenshot else []),
         "--dump-dom",
         url,
     ]
-    bridge = None
     with open(log, "wb") as log_file:
-        if unshare:
-            ours, theirs = socket.socketpair()
-            with ours, theirs:
-                command = [*unshare, sys.executable, "-c", ISOLATE + HAND_OVER, str(theirs.fileno())]
-                process = subprocess.Popen(
-                    [*command, str(server.port), *argv],
-                    pass_fds=[theirs.fileno()],
-                    stdout=subprocess.PIPE,
-                    stderr=log_file,
-                    start_new_session=True,
-                )
-                theirs.close()
-                ours.settimeout(20)
-                try:
-                    _, fds, _, _ = socket.recv_fds(ours, 64, 1)
-                except (TimeoutError, OSError):
-                    fds = []
-            if not fds:
-                stop(process)
-                raise AssertionError(f"could not set up the network namespace:\n{tail(log)}")
-            bridge = Bridge(socket.socket(fileno=fds[0]), server.port)
-        else:
-            process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log_file, start_new_session=True)
+        try:
+            process, bridge, isolation = launch(argv, server.port, log_file)
+        except AssertionError as error:
+            raise AssertionError(f"{error}:\n{tail(log)}") from None
         try:
             dom, _ = process.communicate(timeout=BROWSER_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -276,45 +104,7 @@ def visit(server, path: str, tmp_path: Path, screenshot: bool = True) -> Visit:
             if bridge:
                 bridge.close()
     assert process.returncode == 0, f"Chromium exited {process.returncode} on {url}:\n{tail(log)}"
-    isolation = "network namespace" if unshare else "Chromium flags"
     return Visit(url, dom.decode(), read_netlog(netlog), png if screenshot else None, log, isolation)
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Kill Chromium and the helpers it started (its own session), then reap it."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.communicate()
-
-
-def tail(log: Path, lines: int = 30) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def read_netlog(path: Path) -> list[Request]:
-    """Every URL request in a Chromium net log, and whether a response came back."""
-    text = path.read_text()
-    try:
-        log = json.loads(text)
-    except json.JSONDecodeError:  # Chromium did not finish the file: close its event list
-        log = json.loads(text.rstrip().rstrip(",") + "]}")
-    kinds = log["constants"]["logEventTypes"]
-    started: dict[int, tuple[str, str | None]] = {}
-    answered: set[int] = set()
-    for event in log["events"]:
-        source, params = event["source"]["id"], event.get("params", {})
-        if event["type"] == kinds["URL_REQUEST_START_JOB"] and "url" in params and source not in started:
-            started[source] = (params["url"], params.get("initiator"))
-        elif event["type"] == kinds["HTTP_TRANSACTION_READ_RESPONSE_HEADERS"]:
-            answered.add(source)
-    return [Request(url, initiator, source in answered) for source, (url, initiator) in started.items()]
-
-
-def same_origin(url: str, origin: str) -> bool:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}" == origin
 
 
 # --- reading HTML -------------------------------------------------------------------------
@@ -486,10 +276,7 @@ def assert_no_external_requests(page: Visit) -> None:
 
 def assert_network_cut(page: Visit) -> None:
     """The service answered Chromium, and nothing else did: not the page's requests, nor the browser's own."""
-    answered = {request.url for request in page.requests if request.answered}
-    assert page.url in answered, f"the net log shows no answer for {page.url}"
-    escaped = sorted(url for url in answered if not same_origin(url, page.origin))
-    assert not escaped, f"hosts outside the service answered Chromium, cut by {page.isolation}: {escaped}"
+    assert_only_service_answered(page.requests, page.url, page.isolation)
 
 
 def assert_screenshot(path: Path) -> None:
