@@ -68,17 +68,22 @@ def value(text: str, name: str, **labels: str) -> float:
     return found[0] if found else 0.0
 
 
+README = Path(__file__).resolve().parent.parent / "README.md"
+README_TARGET = "gpumetrics.example:8080"
+README_KEY = "<a key of READ_API_KEYS>"
+
+
 def scrape_config(target: str, key: str | None = None, job: str = "gpumetrics") -> str:
-    """The README's scrape job: honor_labels, /prometheus, the read key as a bearer token when keys are set."""
-    auth = f"    authorization:\n      credentials: {key}\n" if key else ""
-    return (
-        f"  - job_name: {job}\n"
-        f"    honor_labels: true\n"
-        f"    metrics_path: /prometheus\n"
-        f"{auth}"
-        f"    static_configs:\n"
-        f"      - targets: ['{target}']\n"
-    )
+    """The README's scrape job as it is written there, pointed at `target`: its `authorization`
+    with `key` as the bearer token, or without it (an open service) when there is no key."""
+    section = README.read_text().split("### Prometheus", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    lines = block.split("scrape_configs:\n", 1)[1].splitlines(keepends=True)
+    if key is None:
+        lines = [line for line in lines if "authorization:" not in line and README_KEY not in line]
+    text = "".join(lines)
+    assert README_TARGET in text and "job_name: gpumetrics" in text, text
+    return text.replace(README_TARGET, target).replace(README_KEY, key or "").replace("gpumetrics", job, 1)
 
 
 class Prometheus:
