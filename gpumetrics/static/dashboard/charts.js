@@ -102,7 +102,7 @@ function legendLabel(gpu, manyHosts) {
   return manyHosts ? `${fmt.hostName(gpu.host)} · ${index}` : `GPU ${index}`;
 }
 
-function plotOptions(chart, gpus, entry, width) {
+function plotOptions(chart, gpus, entry, width, look) {
   const manyHosts = new Set(gpus.map((gpu) => gpu.host)).size > 1;
   const value = (u, v) => (v === null || v === undefined ? fmt.MISSING : fmt.number(v, chart.unit));
   let yRange;
@@ -110,8 +110,8 @@ function plotOptions(chart, gpus, entry, width) {
   else if (chart.fromZero) yRange = (u, min, max) => [0, max > 0 ? max * 1.1 : 1];
   return {
     width,
-    height: 220,
-    cursor: { sync: { key: "gpumetrics" } },
+    height: look.height,
+    cursor: { sync: look.sync },
     scales: {
       x: { time: true, range: () => [entry.window.startSec, entry.window.endSec] },
       y: yRange ? { range: yRange } : {},
@@ -124,20 +124,25 @@ function plotOptions(chart, gpus, entry, width) {
   };
 }
 
-// The four charts of the chosen GPUs, redrawn in place while the GPUs stay the same.
+// The four charts of the chosen GPUs (or those of OPTIONS.charts), redrawn in place while
+// the GPUs stay the same. Charts of one panel share their cursor (uPlot's OPTIONS.sync).
 export class ChartPanel {
-  constructor(container) {
+  constructor(container, options = {}) {
     this.container = container;
+    this.charts = options.charts ?? CHARTS;
+    this.look = { sync: options.sync ?? { key: "gpumetrics" }, height: options.height ?? 220 };
     this.entries = new Map();
     new ResizeObserver(() => this.resize()).observe(container);
   }
 
   async update(gpus, window, hostMode, staleAfterSec) {
     const shown = gpus.slice(0, MAX_SERIES);
-    const found = await Promise.all(CHARTS.map((chart) => fetchSeries(chart, shown, window, hostMode)));
+    const found = await Promise.all(this.charts.map((chart) => fetchSeries(chart, shown, window, hostMode)));
     const gapSec = Math.max(2 * window.step, staleAfterSec);
     const signature = shown.map((gpu) => gpu.key).join("\t");
-    CHARTS.forEach((chart, i) => this.draw(chart, shown, align(shown, found[i], window, gapSec), window, signature));
+    this.charts.forEach((chart, i) => {
+      this.draw(chart, shown, align(shown, found[i], window, gapSec), window, signature);
+    });
     return shown.length;
   }
 
@@ -166,12 +171,21 @@ export class ChartPanel {
       entry?.plot.destroy();
       entry = { signature, window };
       const plotBox = box.querySelector(".plot");
-      entry.plot = new uPlot(plotOptions(chart, gpus, entry, plotBox.clientWidth || 600), data, plotBox);
+      const options = plotOptions(chart, gpus, entry, plotBox.clientWidth || 600, this.look);
+      entry.plot = new uPlot(options, data, plotBox);
       this.entries.set(chart.id, entry);
     }
     const empty = data.slice(1).every((y) => y.every((v) => v === null || v === undefined));
     box.querySelector(".no-data").hidden = !empty;
     box.classList.toggle("empty", empty);
+  }
+
+  // A part of the window, as another plot zoomed to it (the process timeline): the data stay.
+  zoom(startSec, endSec) {
+    for (const entry of this.entries.values()) {
+      entry.window = { ...entry.window, startSec, endSec };
+      entry.plot.setScale("x", { min: startSec, max: endSec });
+    }
   }
 
   // No GPU chosen (the filter hides every host): no stale drawing of the last choice.

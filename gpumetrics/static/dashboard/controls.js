@@ -1,9 +1,10 @@
 // What the operator can do on the page: sort, filter by host, pick GPUs or a host to chart,
-// choose the window, open a GPU's detail, pause the refresh, give a read key. Each
-// changes the state and asks the loop for a run; none fetches anything itself (a typed
-// key is tried by the page's tryKey).
+// choose the window, open a GPU's detail or a process's view, pause the refresh, give a
+// read key. Each changes the state and asks the loop for a run; none fetches anything
+// itself (a typed key is tried by the page's tryKey).
 
 import { parseHash } from "./detail.js";
+import { parseProcessHash } from "./processes.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -82,12 +83,15 @@ function wirePage(app) {
   const { state, loop, showStatus } = app;
   window.addEventListener("hashchange", () => {
     state.detail = parseHash(location.hash);
-    if (state.detail) window.scrollTo(0, 0);
+    state.process = parseProcessHash(location.hash);
+    if (state.detail || state.process) window.scrollTo(0, 0);
     loop.want("view");
   });
-  $("detail-close").addEventListener("click", () => {
-    location.hash = "";
-  });
+  for (const close of ["detail-close", "process-close"]) {
+    $(close).addEventListener("click", () => {
+      location.hash = "";
+    });
+  }
   $("auto-refresh").addEventListener("change", (event) => {
     loop.paused = !event.target.checked;
     if (!loop.paused) loop.want("data");

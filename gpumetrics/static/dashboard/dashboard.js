@@ -1,5 +1,6 @@
 // The dashboard's state and its one refresh loop. A run reads the fleet (GET /gpus and
-// GET /metrics/latest per kind), shows the table at once, then the charts and the detail.
+// GET /metrics/latest per kind) and the processes, shows the tables at once, then the
+// charts, the GPU's detail and the process's view.
 // Runs never overlap: a run asked for while one is under way is merged into one more run
 // after it, and the next read is due 10 seconds after the last one ended, so a slow
 // service is asked less often instead of being piled up on.
@@ -10,6 +11,8 @@ import { wireControls } from "./controls.js";
 import { fetchProcesses, parseHash, renderDetail } from "./detail.js";
 import { TABLE_KINDS, buildFleet, gpuKey, groupAndSort, isStale, renderSortMarks, renderTable } from "./fleet.js";
 import * as fmt from "./format.js";
+import { ProcessView } from "./process.js";
+import { findProcess, parseProcessHash, readProcesses, renderProcesses } from "./processes.js";
 
 const body = document.body;
 const $ = (id) => document.getElementById(id);
@@ -29,9 +32,25 @@ const state = {
   chartedHost: undefined, // undefined: the first host the table shows
   window: { seconds: 3600 }, // or { startMs, endMs }
   detail: parseHash(location.hash),
+  processes: [],
+  process: parseProcessHash(location.hash), // { host, pid } of the process shown
   readAt: 0,
 };
 const charts = new ChartPanel($("charts"));
+const processView = new ProcessView(
+  {
+    section: $("process"),
+    title: $("process-title"),
+    facts: $("process-facts"),
+    note: $("process-note"),
+    counts: $("timeline-counts"),
+    timeline: $("timeline"),
+    charts: $("process-charts"),
+    gpuNote: $("process-gpu-note"),
+    summary: $("kernel-summary"),
+  },
+  config.maxPoints,
+);
 
 class Loop {
   constructor(task, everyMs) {
@@ -85,7 +104,7 @@ async function refresh(what) {
       count("reads");
     }
     showTable();
-    await Promise.all([drawCharts(), drawDetail()]);
+    await Promise.all([drawCharts(), drawDetail(), drawProcess()]);
     if (!performance.getEntriesByName("gpumetrics:charts-shown").length) performance.mark("gpumetrics:charts-shown");
     showStatus();
   } catch (error) {
@@ -96,10 +115,12 @@ async function refresh(what) {
 }
 
 async function readFleet() {
-  // A request per kind (the metric filter takes one value): never the processes, whose
-  // free text (kernel names) can be far larger than everything the table shows.
+  // A request per kind (the metric filter takes one value): never metric=process, whose
+  // free text (kernel names) can be far larger than everything the table shows. The
+  // processes listed are gpumon_client's (GET /processes: a few fields each).
   const kinds = TABLE_KINDS.map((metric) => getJson("/metrics/latest", { metric }));
-  const [gpus, ...latest] = await Promise.all([getJson("/gpus"), ...kinds]);
+  const [gpus, processes, ...latest] = await Promise.all([getJson("/gpus"), readProcesses(), ...kinds]);
+  state.processes = processes;
   state.gpus = buildFleet(
     gpus,
     latest.flatMap((answer) => answer.items),
@@ -138,6 +159,10 @@ function showTable() {
   const hosts = `${state.groups.length} host${state.groups.length === 1 ? "" : "s"}`;
   $("gpu-count").textContent = `${shown} of ${state.gpus.length} on ${hosts}`;
   $("clear-picks").disabled = !state.picks.size;
+  renderProcesses({ rows: $("process-rows"), count: $("process-count") }, state.processes, {
+    nowMs: state.readAt,
+    filter: state.filter,
+  });
   if (!tableShown && state.gpus.length) {
     tableShown = true;
     // After the browser has painted the rows: what an operator waits for (bench/dashboard.py).
@@ -203,6 +228,13 @@ async function drawDetail() {
     return;
   }
   renderDetail(elements, gpu, await fetchProcesses(gpu), { nowMs: state.readAt });
+}
+
+// The chosen process's view, with all GPUs of its host.
+async function drawProcess() {
+  const process = state.process && findProcess(state.processes, state.process);
+  const gpus = process ? state.gpus.filter((gpu) => gpu.host === process.host).sort(byIndex) : [];
+  await processView.show(state.process, process, gpus, config.staleAfterSec);
 }
 
 function showStatus() {

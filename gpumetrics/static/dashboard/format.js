@@ -74,3 +74,39 @@ export function element(tag, attributes = {}, ...children) {
   }
   return node;
 }
+
+// Seconds since the epoch of an API time, keeping its microseconds (Date.parse keeps ms only:
+// kernels are often shorter than a millisecond).
+export function seconds(iso) {
+  const fraction = /\.(\d+)/.exec(iso);
+  const whole = Date.parse(fraction ? iso.replace(fraction[0], "") : iso) / 1000;
+  return fraction ? whole + Number(`0.${fraction[1]}`) : whole;
+}
+
+// A time of day to the microsecond, for a span's start and end.
+export function clockMicros(sec) {
+  const whole = Math.floor(sec);
+  const micros = String(Math.min(999999, Math.round((sec - whole) * 1e6))).padStart(6, "0");
+  return `${new Date(whole * 1000).toLocaleTimeString("en-GB", { hour12: false })}.${micros}`;
+}
+
+// Nanoseconds as the unit that reads best: 850 ns, 250 µs, 1.5 ms, 2.3 s.
+export function nanos(value) {
+  if (value === null || value === undefined || !Number.isFinite(value)) return MISSING;
+  if (Math.abs(value) < 1e3) return number(value, " ns");
+  if (Math.abs(value) < 1e6) return number(value / 1e3, " µs");
+  if (Math.abs(value) < 1e9) return number(value / 1e6, " ms");
+  return number(value / 1e9, " s");
+}
+
+// How long something lasted, in milliseconds: 12.5 s, 3 min 20 s, 2 h 5 min, 3 d 4 h.
+export function elapsed(milliseconds) {
+  if (!Number.isFinite(milliseconds)) return MISSING;
+  const seconds = Math.max(0, milliseconds / 1000);
+  if (seconds < 60) return number(seconds, " s");
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes} min ${Math.floor(seconds % 60)} s`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 48) return `${hours} h ${minutes % 60} min`;
+  return `${Math.floor(hours / 24)} d ${hours % 24} h`;
+}

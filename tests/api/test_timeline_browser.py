@@ -1,0 +1,293 @@
+"""The dashboard's process view in headless Chromium with the network cut, on both databases.
+
+Two processes' gpumon_client events are posted as the crawler forwards them (a line a
+POST, "hostname" inserted after the opening brace), system samples included, so that the
+host's GPUs have records over the run. The page lists the processes; one is chosen; the
+test counts the bars of its kernel lane on the timeline's canvas, hovers the failed kernel
+and an abandoned scope for their tooltips, checks that its GPUs' charts are drawn, and
+that its kernel summary is what GET /spans/summary answers.
+
+Event times are the host's monotonic nanoseconds, mapped to UTC by the smallest (receive
+time - event time) seen so far (store/clocks.py). The newest line goes first, so that the
+run maps to the two minutes before now from the start: a GPU sample is mapped when it is
+stored, and a backlog posted oldest first would put each sample at its arrival.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from datetime import datetime
+
+import pytest
+import requests
+from test_dashboard_browser import assert_clean, assert_network_cut, browser_installed, keep_screenshot, open_page
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+__all__ = ["browser_installed", "open_page"]  # fixtures of the dashboard's tests, used here
+
+HOST = "trainer-01"
+UPTIME = 259_200_000_000_000  # ns: the host has been up three days
+S = 1_000_000_000
+PID, OTHER = 4242, 5151
+RUN_S = 118  # the run's shutdown; GPU samples every 5 s go on to 120 s
+SGEMM, REDUCE, FLASH = "ampere_sgemm_128x64_nn", "void reduce_kernel<float>(float const*, float*, int)", "flash_fwd"
+FAILED = 4  # the fifth kernel fails
+LAUNCH = {  # grid, block, shared memory
+    SGEMM: ([128, 1, 1], [256, 1, 1], 0),
+    REDUCE: ([64, 2, 1], [512, 1, 1], 4096),
+    FLASH: ([8, 16, 1], [128, 1, 1], 49152),
+}
+# (begin, end or None, name, tag): the step is inside the first epoch; eval is open at the shutdown.
+SCOPES = [(1, 55, "epoch", "e1"), (10, 20, "step", "e1"), (60, 100, "epoch", "e2"), (105, None, "eval", None)]
+
+
+def at(seconds: float) -> int:
+    return UPTIME + round(seconds * S)
+
+
+def kernels() -> list[tuple[float, str, int]]:
+    """Twelve kernels, 8 s apart: (start in s, name, duration in ns)."""
+    out = []
+    for i in range(12):
+        name = (SGEMM, REDUCE, FLASH)[i % 3]
+        duration = {SGEMM: 250_000 + 10_000 * i, REDUCE: 100_000, FLASH: 2_000_000 + 50_000 * i}[name]
+        out.append((4 + 8 * i, name, duration))
+    return out
+
+
+def kernel_event(pid: int, app: str, start_s: float, name: str, duration: int, error: str = "cudaSuccess") -> dict:
+    grid, block, shared = LAUNCH[name]
+    start = at(start_s)
+    times = {"ts_start_ns": start, "ts_end_ns": start + duration, "duration_ns": duration}
+    launch = {"grid": grid, "block": block, "shared_mem_bytes": shared, "cuda_error": error}
+    return event("kernel", pid, app, kernel=name, **times, **launch)
+
+
+def system_sample(seconds: int) -> dict:
+    wave = seconds % 40
+    devices = [
+        {
+            "id": gpu,
+            "name": "NVIDIA A100-PCIE-40GB",
+            "uuid": f"GPU-5f1c2a3b-0000-4000-8000-00000000000{gpu}",
+            "pci_bus": f"00000000:{'3B' if gpu == 0 else 'AF'}:00.0",
+            "used_mib": 2048 + 100 * wave + 8000 * gpu,
+            "free_mib": 30000,
+            "total_mib": 40960,
+            "util_gpu": 20 + 2 * wave - 10 * gpu,
+            "util_mem": 30,
+            "temp_c": 60,
+            "power_mw": 180000,
+            "clk_gfx": 1410,
+            "clk_sm": 1410,
+            "clk_mem": 1215,
+        }
+        for gpu in (0, 1)
+    ]
+    return {"type": "system_sample", "app": "train", "name": "system", "ts_ns": at(seconds), "devices": devices}
+
+
+def event(kind: str, pid: int, app: str, **fields) -> dict:
+    return {"type": kind, "pid": pid, "app": app, **fields}
+
+
+def events() -> list[dict]:
+    """The run of PID (app train) and a short one of OTHER (app eval), in the order they were written."""
+    run = [(at(0), event("init", PID, "train", logPath="/var/log/gpumon/train.4242.ndjson", ts_ns=at(0)))]
+    for begin, end, name, tag in SCOPES:
+        tagged = {"tag": tag} if tag else {}
+        run.append((at(begin), event("scope_begin", PID, "train", name=name, **tagged, ts_ns=at(begin))))
+        if end is not None:
+            times = {"ts_start_ns": at(begin), "ts_end_ns": at(end), "duration_ns": at(end) - at(begin)}
+            run.append((at(end), event("scope_end", PID, "train", name=name, **tagged, **times)))
+    for i, (start, name, duration) in enumerate(kernels()):
+        error = "cudaErrorLaunchOutOfResources" if i == FAILED else "cudaSuccess"
+        run.append((at(start) + duration, kernel_event(PID, "train", start, name, duration, error)))
+    run.append((at(RUN_S), event("shutdown", PID, "train", ts_ns=at(RUN_S))))
+    run += [(at(s), system_sample(s)) for s in range(0, 121, 5)]
+    run.append((at(30), event("init", OTHER, "eval", logPath="/var/log/gpumon/eval.5151.ndjson", ts_ns=at(30))))
+    run += [(at(s) + 300_000, kernel_event(OTHER, "eval", s, SGEMM, 300_000)) for s in (31, 32, 33)]
+    return [written for _, written in sorted(run, key=lambda pair: pair[0])]
+
+
+def forwarded(event: dict) -> str:
+    """A line as gpumon_client writes it, with the crawler's "hostname" inserted."""
+    line = json.dumps(event, separators=(",", ":"))
+    return '{"hostname":' + json.dumps(HOST) + "," + line[1:]
+
+
+def post_events(server) -> None:
+    lines = [forwarded(event) for event in events()]
+    with requests.Session() as session:
+        for line in [lines[-1], *lines[:-1]]:  # the newest first: see the module's docstring
+            answer = session.post(server.url + "/metrics", data=line, headers={"Content-Type": "application/json"})
+            assert answer.status_code == 201, answer.text
+
+
+# For each group of colours, runs of exactly those colours on the timeline's canvas, in the
+# row that has most of them; the centre of the first run of each colour, in CSS pixels of the
+# page. One read of the canvas, after two frames (more reads make Chromium warn).
+COLOUR_RUNS = """
+new Promise(painted => requestAnimationFrame(() => requestAnimationFrame(painted))).then(() => {
+  const canvas = document.querySelector('#timeline canvas');
+  const { data, width, height } = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+  const box = canvas.getBoundingClientRect();
+  const scale = box.width / width;
+  return GROUPS.map((colours) => {
+    const kind = (i) => colours.findIndex(([r, g, b]) => data[i] === r && data[i + 1] === g && data[i + 2] === b);
+    let best = { count: -1 };
+    for (let y = 0; y < height; y++) {
+      const runs = colours.map(() => []);
+      let previous = -1, count = 0;
+      for (let x = 0; x < width; x++) {
+        const k = kind((y * width + x) * 4);
+        if (k >= 0 && k !== previous) runs[k].push([x, x]);
+        if (k >= 0) { runs[k].at(-1)[1] = x; count++; }
+        previous = k;
+      }
+      if (count > best.count) best = { count, y, runs };
+    }
+    const centre = ([from, to]) => [box.left + ((from + to) / 2 + 0.5) * scale, box.top + (best.y + 0.5) * scale];
+    return best.runs.map((runs) => ({ runs: runs.length, first: runs.length ? centre(runs[0]) : null }));
+  });
+})
+"""
+KERNEL_BLUE, FAILED_RED, ABANDONED = [0x1F, 0x77, 0xB4], [0xD6, 0x27, 0x28], [0xD9, 0xA3, 0x5B]
+TIP = """
+(tip => !tip.hidden && {
+  title: tip.querySelector('strong').textContent,
+  facts: Object.fromEntries([...tip.querySelectorAll('dt')]
+    .map(dt => [dt.textContent, dt.nextElementSibling.textContent])),
+})(document.querySelector('#timeline .tip'))
+"""
+PROCESS_CHART_PIXELS = """
+new Promise(painted => requestAnimationFrame(() => requestAnimationFrame(painted))).then(() =>
+[...document.querySelectorAll('#process-charts figure.chart')].map(figure => {
+  const canvas = figure.querySelector('canvas');
+  if (!canvas || !canvas.width) return [figure.dataset.chart, 0];
+  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  let coloured = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    const [r, g, b, a] = [data[i], data[i + 1], data[i + 2], data[i + 3]];
+    if (a > 128 && Math.max(r, g, b) - Math.min(r, g, b) > 80) coloured++;
+  }
+  return [figure.dataset.chart, coloured];
+}))
+"""
+SUMMARY_ROWS = """
+[...document.querySelectorAll('#kernel-summary tr')].map(row => Object.fromEntries(
+  [...row.cells].map(cell => [cell.dataset.field, cell.dataset.value ?? cell.textContent])))
+"""
+SUMMARY_TEXTS = "[...document.querySelectorAll('#kernel-summary tr')].map(r => [...r.cells].map(c => c.textContent))"
+
+
+def check_process_list(page) -> None:
+    rows = "[...document.querySelectorAll('#process-rows tr[data-pid]')]"
+    page.wait_for(f"{rows}.length === 2")
+    shown = page.evaluate(f"{rows}.map(r => [...r.cells].map(c => c.textContent))")
+    assert [row[:3] for row in shown] == [[HOST, str(PID), "train"], [HOST, str(OTHER), "eval"]], shown
+    assert [row[6:] for row in shown] == [["shut down", "16"], ["no shutdown yet", "3"]], shown
+    assert shown[0][5] == "1 min 58 s", shown  # its length: init to shutdown
+
+
+def local_clock(iso: str) -> str:
+    """A span's time as the tooltip says it: the browser's (this host's) time of day, to the microsecond."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone().strftime("%H:%M:%S.%f")
+
+
+def check_timeline(page, server) -> None:
+    """The lanes' counts, the kernel bars on the canvas, and the tooltips of an abandoned scope and
+    of the failed kernel (last, so that the screenshots show it)."""
+    counts = page.wait_for(
+        "(c => c.dataset.kernels === '12' && c.textContent)(document.getElementById('timeline-counts'))"
+    )
+    assert counts == "12 kernels (1 failed) · 4 scopes (1 abandoned)"
+    assert page.evaluate("document.getElementById('process-note').textContent") == ""
+    groups = json.dumps([[KERNEL_BLUE, FAILED_RED], [ABANDONED]])
+    (blue, red), (abandoned,) = page.evaluate(COLOUR_RUNS.replace("GROUPS", groups))
+    assert (blue["runs"], red["runs"]) == (11, 1) and abandoned["runs"], (blue, red, abandoned)  # striped
+
+    page.hover(*abandoned["first"])
+    tip = page.wait_for(f"(t => t && t.title === 'scope: eval' && t)({TIP})")
+    assert (tip["facts"]["state"], tip["facts"]["duration"]) == ("abandoned", "unknown (abandoned)"), tip
+
+    params = {"host": HOST, "pid": PID, "cudaError": "failed"}
+    (failed,) = requests.get(server.url + "/spans", params=params, timeout=10).json()["items"]
+    page.hover(*red["first"])
+    tip = page.wait_for(f"(t => t && t.title.startsWith('kernel') && t)({TIP})")
+    assert tip["title"] == f"kernel: {REDUCE}"
+    assert tip["facts"] == {
+        "start": local_clock(failed["start"]),
+        "end": local_clock(failed["end"]),
+        "duration": "100 µs",
+        "grid": "64 × 2 × 1",
+        "block": "512 × 1 × 1",
+        "shared memory": "4,096 B",
+        "error": "cudaErrorLaunchOutOfResources",
+    }, tip
+    assert page.evaluate("document.querySelector('#timeline .tip').classList.contains('failed')")
+    assert page.evaluate("document.querySelector('#timeline .tip dd.error').textContent") == failed["cudaError"]
+
+
+def check_gpu_charts(page) -> None:
+    page.wait_for("document.querySelectorAll('#process-charts figure.chart:not(.empty) canvas').length === 2")
+    drawn = page.evaluate(PROCESS_CHART_PIXELS)
+    assert [chart for chart, _ in drawn] == ["utilization", "memory"]
+    assert all(coloured > 100 for _, coloured in drawn), drawn
+
+
+def check_summary(page, server) -> None:
+    """The table is /spans/summary's answer, row for row and number for number."""
+    params = {"host": HOST, "pid": PID, "type": "kernel"}
+    expected = requests.get(server.url + "/spans/summary", params=params, timeout=10).json()["items"]
+    assert [item["name"] for item in expected] == [FLASH, SGEMM, REDUCE]
+    assert sum(item["instances"] for item in expected) == 12 and sum(item["failed"] for item in expected) == 1
+    shown = page.wait_for(f"(r => r.length === 3 && r)({SUMMARY_ROWS})")
+    for row, item in zip(shown, expected, strict=True):
+        assert row["name"] == item["name"]
+        assert {field: float(value) for field, value in row.items() if field != "name"} == {
+            field: float(value) for field, value in item.items() if field != "name"
+        }, (row, item)
+    texts = page.evaluate(SUMMARY_TEXTS)
+    reduce = texts[2]
+    assert reduce[0] == REDUCE and reduce[3] == "4" and reduce[6] == "100 µs" and reduce[9] == "1", reduce
+
+
+def save_view(page, tmp_path, name: str):
+    """The process view alone (what docs/dashboard-timeline.png shows), beside the full page."""
+    box = page.evaluate(
+        "(r => ({x: r.left + scrollX, y: r.top + scrollY, width: r.width, height: r.height}))"
+        "(document.getElementById('process').getBoundingClientRect())"
+    )
+    clip = {**box, "scale": 1}
+    data = page.send("Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True})
+    path = tmp_path / f"{name}-view.png"
+    path.write_bytes(base64.b64decode(data["data"]))
+    print(f"process view screenshot: {path}")
+
+
+def test_process_timeline_gpus_and_kernel_summary(gunicorn, open_page, tmp_path, database_url):
+    """A process chosen from the list: its lanes, a failed kernel's and an abandoned scope's
+    tooltips, its GPUs' utilization and memory, its kernel summary; nothing from elsewhere."""
+    server = gunicorn()
+    post_events(server)
+    page = open_page(server, "timeline", window=(1280, 1000))
+    url = page.goto("/dashboard")
+    began = time.monotonic()
+    check_process_list(page)
+    page.evaluate(f"document.querySelector('#process-rows tr[data-pid=\"{PID}\"] a').click()")
+    assert page.wait_for("location.hash") == f"#host={HOST}&pid={PID}"
+    title = page.wait_for("(t => t.startsWith('Process') && t)(document.getElementById('process-title').textContent)")
+    assert title == f"Process {PID} (train) on {HOST}"
+    check_timeline(page, server)
+    check_gpu_charts(page)
+    check_summary(page, server)
+    name = f"timeline-{database_url.split(':')[0]}"
+    save_view(page, tmp_path, name)
+    keep_screenshot(page, tmp_path, name)
+    assert time.monotonic() - began < 20
+    assert_clean(page)
+    page.close()
+    assert_network_cut(page, url)
