@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 import requests
@@ -238,6 +238,44 @@ def check_gpu_charts(page) -> None:
     assert all(coloured > 100 for _, coloured in drawn), drawn
 
 
+TIMELINE_PLOT = (
+    "(r => [r.left, r.top, r.width, r.height])(document.querySelector('#timeline .u-over').getBoundingClientRect())"
+)
+CURSORS = "[...document.querySelectorAll('#process-charts .u-cursor-x')].map(c => c.getBoundingClientRect().left)"
+CHART_TIME = (
+    "document.querySelector('#process-charts figure[data-chart=\"utilization\"] .u-series .u-value').textContent"
+)
+
+
+def check_zoom(page, server) -> None:
+    """A drag across 10 % to 40 % of the timeline zooms it, and the GPU charts follow: their
+    cursor stands where the timeline's does, at the time a quarter into the run."""
+    left, top, width, height = page.evaluate(TIMELINE_PLOT)
+    y = top + height * 0.8  # the kernel lane
+    page.hover(left + width * 0.1, y)
+    page.send("Input.dispatchMouseEvent", {"type": "mousePressed", "x": left + width * 0.1, "y": y, "button": "left"})
+    for share in (0.2, 0.3, 0.4):
+        page.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": left + width * share, "y": y, "buttons": 1})
+    page.send("Input.dispatchMouseEvent", {"type": "mouseReleased", "x": left + width * 0.4, "y": y, "button": "left"})
+    x = left + width * 0.5
+    page.hover(x, y)
+    cursors = page.wait_for(f"(c => c.length === 2 && c)({CURSORS})")
+    assert all(abs(at - x) <= 1.5 for at in cursors), (x, cursors)
+    (process,) = [p for p in requests.get(server.url + "/processes", timeout=10).json()["processes"] if p["pid"] == PID]
+    first = datetime.fromisoformat(process["firstSeen"].replace("Z", "+00:00")).astimezone().replace(tzinfo=None)
+
+    def chart_time_at(share: float) -> None:  # the nearest sample's, 5 s apart
+        expected = first + timedelta(seconds=share * RUN_S)
+        shown = datetime.fromisoformat(page.evaluate(CHART_TIME))
+        assert abs((shown - expected).total_seconds()) <= 3, (share, shown, expected)
+
+    chart_time_at(0.25)
+    page.evaluate("document.querySelector('#timeline .u-over').dispatchEvent(new MouseEvent('dblclick'))")
+    page.hover(x + 1, y)
+    page.hover(x, y)
+    chart_time_at(0.5)  # the whole run again
+
+
 def check_summary(page, server) -> None:
     """The table is /spans/summary's answer, row for row and number for number."""
     params = {"host": HOST, "pid": PID, "type": "kernel"}
@@ -281,8 +319,9 @@ def test_process_timeline_gpus_and_kernel_summary(gunicorn, open_page, tmp_path,
     assert page.wait_for("location.hash") == f"#host={HOST}&pid={PID}"
     title = page.wait_for("(t => t.startsWith('Process') && t)(document.getElementById('process-title').textContent)")
     assert title == f"Process {PID} (train) on {HOST}"
-    check_timeline(page, server)
     check_gpu_charts(page)
+    check_zoom(page, server)
+    check_timeline(page, server)
     check_summary(page, server)
     name = f"timeline-{database_url.split(':')[0]}"
     save_view(page, tmp_path, name)
