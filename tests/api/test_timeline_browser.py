@@ -22,7 +22,15 @@ from datetime import datetime, timedelta
 
 import pytest
 import requests
-from test_dashboard_browser import assert_clean, assert_network_cut, browser_installed, keep_screenshot, open_page
+from test_dashboard_browser import (
+    FAST_REFRESH,
+    assert_clean,
+    assert_network_cut,
+    browser_installed,
+    counter,
+    keep_screenshot,
+    open_page,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 __all__ = ["browser_installed", "open_page"]  # fixtures of the dashboard's tests, used here
@@ -247,16 +255,25 @@ CHART_TIME = (
 )
 
 
+def drag(page, since: float, until: float) -> tuple[float, float, float]:
+    """Drag across the timeline's kernel lane from one share of its width to another; where it is."""
+    left, top, width, height = page.evaluate(TIMELINE_PLOT)
+    y = top + height * 0.8
+    page.hover(left + width * since, y)
+    page.send("Input.dispatchMouseEvent", {"type": "mousePressed", "x": left + width * since, "y": y, "button": "left"})
+    for share in (since + (until - since) * step / 3 for step in (1, 2, 3)):
+        page.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": left + width * share, "y": y, "buttons": 1})
+    page.send(
+        "Input.dispatchMouseEvent", {"type": "mouseReleased", "x": left + width * until, "y": y, "button": "left"}
+    )
+    return left, y, width
+
+
 def check_zoom(page, server) -> None:
     """A drag across 10 % to 40 % of the timeline zooms it, and the GPU charts follow: their
     cursor stands where the timeline's does, at the time a quarter into the run."""
-    left, top, width, height = page.evaluate(TIMELINE_PLOT)
-    y = top + height * 0.8  # the kernel lane
-    page.hover(left + width * 0.1, y)
-    page.send("Input.dispatchMouseEvent", {"type": "mousePressed", "x": left + width * 0.1, "y": y, "button": "left"})
-    for share in (0.2, 0.3, 0.4):
-        page.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": left + width * share, "y": y, "buttons": 1})
-    page.send("Input.dispatchMouseEvent", {"type": "mouseReleased", "x": left + width * 0.4, "y": y, "button": "left"})
+    left, y, width = drag(page, 0.1, 0.4)
+    assert page.evaluate("!document.getElementById('timeline-whole').hidden")
     x = left + width * 0.5
     page.hover(x, y)
     cursors = page.wait_for(f"(c => c.length === 2 && c)({CURSORS})")
@@ -274,6 +291,7 @@ def check_zoom(page, server) -> None:
     page.hover(x + 1, y)
     page.hover(x, y)
     chart_time_at(0.5)  # the whole run again
+    assert page.evaluate("document.getElementById('timeline-whole').hidden")
 
 
 def check_summary(page, server) -> None:
@@ -293,6 +311,30 @@ def check_summary(page, server) -> None:
     assert reduce[0] == REDUCE and reduce[3] == "4" and reduce[6] == "100 µs" and reduce[9] == "1", reduce
 
 
+def spans_read(page) -> int:
+    return sum("/spans?" in url for url in page.page_requests())
+
+
+def check_reads_again_only_when_changed(page, server) -> None:
+    """The page reads everything every second here (FAST_REFRESH): a finished run's spans are read
+    once; a running one's again when it sends more, its zoom kept, and "whole run" undoes it."""
+    read, reads = spans_read(page), counter(page, "reads")
+    page.wait_for(f"Number(document.body.dataset.reads) >= {reads + 2}")
+    assert spans_read(page) == read, "a finished run was read again"
+    page.evaluate(f"location.hash = '#host={HOST}&pid={OTHER}'")
+    page.wait_for("document.getElementById('timeline-counts').dataset.kernels === '3'")
+    drag(page, 0.05, 0.6)
+    page.wait_for("!document.getElementById('timeline-whole').hidden")
+    line = forwarded(kernel_event(OTHER, "eval", 34, SGEMM, 300_000))
+    assert requests.post(server.url + "/metrics", data=line, headers={"Content-Type": "application/json"}).ok
+    page.wait_for("document.getElementById('timeline-counts').dataset.kernels === '4'")
+    assert page.evaluate("!document.getElementById('timeline-whole').hidden"), "the zoom was lost"
+    page.evaluate("document.getElementById('timeline-whole').click()")
+    page.wait_for("document.getElementById('timeline-whole').hidden")
+    page.evaluate(f"location.hash = '#host={HOST}&pid={PID}'")
+    page.wait_for("document.getElementById('timeline-counts').dataset.kernels === '12'")
+
+
 def save_view(page, tmp_path, name: str):
     """The process view alone (what docs/dashboard-timeline.png shows), beside the full page."""
     box = page.evaluate(
@@ -307,11 +349,13 @@ def save_view(page, tmp_path, name: str):
 
 
 def test_process_timeline_gpus_and_kernel_summary(gunicorn, open_page, tmp_path, database_url):
-    """A process chosen from the list: its lanes, a failed kernel's and an abandoned scope's
-    tooltips, its GPUs' utilization and memory, its kernel summary; nothing from elsewhere."""
+    """A process chosen from the list: its GPUs' utilization and memory, a zoom they follow, its
+    kernel summary, reads only when it changed, its lanes, a failed kernel's and an abandoned
+    scope's tooltips; nothing from elsewhere."""
     server = gunicorn()
     post_events(server)
     page = open_page(server, "timeline", window=(1280, 1000))
+    page.before_scripts(FAST_REFRESH)
     url = page.goto("/dashboard")
     began = time.monotonic()
     check_process_list(page)
@@ -321,8 +365,9 @@ def test_process_timeline_gpus_and_kernel_summary(gunicorn, open_page, tmp_path,
     assert title == f"Process {PID} (train) on {HOST}"
     check_gpu_charts(page)
     check_zoom(page, server)
-    check_timeline(page, server)
     check_summary(page, server)
+    check_reads_again_only_when_changed(page, server)
+    check_timeline(page, server)
     name = f"timeline-{database_url.split(':')[0]}"
     save_view(page, tmp_path, name)
     keep_screenshot(page, tmp_path, name)

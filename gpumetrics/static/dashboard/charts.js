@@ -111,7 +111,7 @@ function plotOptions(chart, gpus, entry, width, look) {
   return {
     width,
     height: look.height,
-    cursor: { sync: look.sync },
+    cursor: look.cursor,
     scales: {
       x: { time: true, range: () => [entry.window.startSec, entry.window.endSec] },
       y: yRange ? { range: yRange } : {},
@@ -125,12 +125,12 @@ function plotOptions(chart, gpus, entry, width, look) {
 }
 
 // The four charts of the chosen GPUs (or those of OPTIONS.charts), redrawn in place while
-// the GPUs stay the same. Charts of one panel share their cursor (uPlot's OPTIONS.sync).
+// the GPUs stay the same. Charts of one panel share their cursor (uPlot's OPTIONS.cursor.sync).
 export class ChartPanel {
   constructor(container, options = {}) {
     this.container = container;
     this.charts = options.charts ?? CHARTS;
-    this.look = { sync: options.sync ?? { key: "gpumetrics" }, height: options.height ?? 220 };
+    this.look = { cursor: options.cursor ?? { sync: { key: "gpumetrics" } }, height: options.height ?? 220 };
     this.entries = new Map();
     new ResizeObserver(() => this.resize()).observe(container);
   }

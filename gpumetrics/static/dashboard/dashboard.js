@@ -44,6 +44,7 @@ const processView = new ProcessView(
     facts: $("process-facts"),
     note: $("process-note"),
     counts: $("timeline-counts"),
+    whole: $("timeline-whole"),
     timeline: $("timeline"),
     charts: $("process-charts"),
     gpuNote: $("process-gpu-note"),

@@ -91,29 +91,37 @@ function capNote(kernels, scopes, process) {
 }
 
 export class ProcessView {
-  // ELEMENTS: section, title, facts, note, counts, timeline (a figure), charts, summary (a tbody).
+  // ELEMENTS: section, title, facts, note, counts, whole (a button), timeline (a figure),
+  // charts, gpuNote, summary (a tbody).
   constructor(elements, maxPoints) {
     this.el = elements;
     this.maxPoints = maxPoints;
     const charts = CHARTS.filter((chart) => chart.id === "utilization" || chart.id === "memory");
-    this.charts = new ChartPanel(elements.charts, { charts, sync: SYNC, height: 170 });
-    this.timeline = new Timeline(elements.timeline, (startSec, endSec) => this.charts.zoom(startSec, endSec));
+    // Their cursor follows the timeline's time; a level line of the timeline's would mean nothing.
+    this.charts = new ChartPanel(elements.charts, { charts, cursor: { sync: SYNC, y: false }, height: 170 });
+    this.timeline = new Timeline(elements.timeline, (startSec, endSec) => {
+      this.charts.zoom(startSec, endSec);
+      elements.whole.hidden = !this.timeline.range;
+    });
+    elements.whole.addEventListener("click", () => this.timeline.whole());
     this.shown = null; // what is drawn: the process as last read, and its GPUs
+    this.shownProcess = null; // whose it is: a zoom is kept while it stays the same
   }
 
   // Show PROCESS (from /processes) with GPUS (its host's, from the fleet); null hides the view.
   async show(wanted, process, gpus, staleAfterSec) {
     this.el.section.hidden = !wanted;
     if (!wanted) {
-      this.shown = null;
+      this.shown = this.shownProcess = null;
       return;
     }
     if (!process) {
-      this.shown = null;
+      this.shown = this.shownProcess = null;
       const who = `Process ${wanted.pid} of ${fmt.hostName(wanted.host)}`;
       this.el.title.textContent = `${who} has sent no event (or is gone).`;
       for (const name of ["facts", "summary"]) this.el[name].replaceChildren();
       this.el.note.textContent = this.el.counts.textContent = "";
+      this.el.whole.hidden = true;
       this.timeline.clear();
       this.charts.clear();
       return;
@@ -122,6 +130,8 @@ export class ProcessView {
     const signature = JSON.stringify([process.host, process.pid, process.lastSeen, process.spans, gpuKeys]);
     if (signature === this.shown) return;
     const window = processWindow(process, this.maxPoints);
+    const who = JSON.stringify([process.host, process.pid]);
+    const keep = who === this.shownProcess ? this.timeline.range : null; // a live run, read again
     const [kernels, scopes, summary] = await Promise.all([
       readSpans(process, "kernel"),
       readSpans(process, "scope"),
@@ -132,12 +142,13 @@ export class ProcessView {
     this.el.counts.textContent = countText(bars);
     Object.assign(this.el.counts.dataset, { kernels: bars.kernels.length, scopes: bars.scopes.length });
     this.el.note.textContent = capNote(kernels, scopes, process);
-    this.timeline.draw(bars, window, SYNC.key);
+    this.timeline.draw(bars, window, SYNC.key, keep);
     this.renderSummary(summary.items);
     if (gpus.length) await this.charts.update(gpus, window, true, staleAfterSec);
     else this.charts.clear();
+    if (keep) this.charts.zoom(...keep);
     this.el.gpuNote.textContent = gpus.length ? "" : "No GPU of this host has sent a record.";
-    this.shown = signature;
+    [this.shown, this.shownProcess] = [signature, who];
   }
 
   renderFacts(process) {

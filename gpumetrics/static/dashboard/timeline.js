@@ -101,7 +101,7 @@ export function describe(bar) {
 export class Timeline {
   // FIGURE holds a .plot and a .tip; onZoom(startSec, endSec) hears of every x range.
   constructor(figure, onZoom) {
-    Object.assign(this, { figure, onZoom, plot: null, bars: null, hovering: false });
+    Object.assign(this, { figure, onZoom, plot: null, bars: null, hovering: false, window: null, range: null });
     this.tip = figure.querySelector(".tip");
     new ResizeObserver(() => this.resize()).observe(figure);
   }
@@ -119,9 +119,10 @@ export class Timeline {
     return { row, scopesPx, kernelsTop: scopesPx + GAP_PX * scale, kernelPx: KERNEL_PX * scale };
   }
 
-  draw(bars, window, syncKey) {
+  // KEEP: a range to stay zoomed to (the same process read again), or null.
+  draw(bars, window, syncKey, keep) {
     this.plot?.destroy();
-    this.bars = bars;
+    Object.assign(this, { bars, window });
     const box = this.figure.querySelector(".plot");
     const options = {
       width: box.clientWidth || 600,
@@ -140,15 +141,26 @@ export class Timeline {
       hooks: {
         draw: [(u) => this.paint(u)],
         setCursor: [(u) => this.hover(u)],
-        setScale: [(u, key) => key === "x" && this.onZoom(u.scales.x.min, u.scales.x.max)],
+        setScale: [(u, key) => key === "x" && this.zoomed(u.scales.x.min, u.scales.x.max)],
       },
     };
     this.plot = new uPlot(options, [[window.startSec, window.endSec], [null, null]], box);
+    if (keep) this.plot.setScale("x", { min: keep[0], max: keep[1] });
     this.plot.over.addEventListener("mouseenter", () => (this.hovering = true));
     this.plot.over.addEventListener("mouseleave", () => {
       this.hovering = false;
       this.tip.hidden = true;
     });
+  }
+
+  whole() {
+    this.plot?.setScale("x", { min: this.window.startSec, max: this.window.endSec });
+  }
+
+  zoomed(startSec, endSec) {
+    const whole = startSec <= this.window.startSec && endSec >= this.window.endSec;
+    this.range = whole ? null : [startSec, endSec];
+    this.onZoom(startSec, endSec);
   }
 
   paint(u) {
@@ -236,7 +248,7 @@ export class Timeline {
 
   clear() {
     this.plot?.destroy();
-    this.plot = null;
+    this.plot = this.range = null;
     this.tip.hidden = true;
   }
 
