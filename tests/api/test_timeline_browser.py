@@ -336,13 +336,15 @@ def check_reads_again_only_when_changed(page, server) -> None:
 
 
 def save_view(page, tmp_path, name: str):
-    """The process view alone (what docs/dashboard-timeline.png shows), beside the full page."""
+    """The process view alone (what docs/dashboard-timeline.png shows), beside the full page. Within
+    the window, the tooltip stays: a capture beyond it resizes the page, which moves the mouse away."""
     box = page.evaluate(
         "(r => ({x: r.left + scrollX, y: r.top + scrollY, width: r.width, height: r.height}))"
         "(document.getElementById('process').getBoundingClientRect())"
     )
+    beyond = box["y"] + box["height"] > page.evaluate("innerHeight")
     clip = {**box, "scale": 1}
-    data = page.send("Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True})
+    data = page.send("Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": beyond})
     path = tmp_path / f"{name}-view.png"
     path.write_bytes(base64.b64decode(data["data"]))
     print(f"process view screenshot: {path}")
@@ -354,7 +356,7 @@ def test_process_timeline_gpus_and_kernel_summary(gunicorn, open_page, tmp_path,
     scope's tooltips; nothing from elsewhere."""
     server = gunicorn()
     post_events(server)
-    page = open_page(server, "timeline", window=(1280, 1000))
+    page = open_page(server, "timeline", window=(1280, 1100))
     page.before_scripts(FAST_REFRESH)
     url = page.goto("/dashboard")
     began = time.monotonic()
