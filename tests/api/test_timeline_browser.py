@@ -116,6 +116,7 @@ def events() -> list[dict]:
     run.append((at(RUN_S), event("shutdown", PID, "train", ts_ns=at(RUN_S))))
     run += [(at(s), system_sample(s)) for s in range(0, 121, 5)]
     run.append((at(30), event("init", OTHER, "eval", logPath="/var/log/gpumon/eval.5151.ndjson", ts_ns=at(30))))
+    run.append((at(30.5), event("scope_begin", OTHER, "eval", name="infer", tag="batch1", ts_ns=at(30.5))))
     run += [(at(s) + 300_000, kernel_event(OTHER, "eval", s, SGEMM, 300_000)) for s in (31, 32, 33)]
     return [written for _, written in sorted(run, key=lambda pair: pair[0])]
 
@@ -162,7 +163,12 @@ new Promise(painted => requestAnimationFrame(() => requestAnimationFrame(painted
   });
 })
 """
-KERNEL_BLUE, FAILED_RED, ABANDONED = [0x1F, 0x77, 0xB4], [0xD6, 0x27, 0x28], [0xD9, 0xA3, 0x5B]
+KERNEL_BLUE, FAILED_RED, ABANDONED, OPEN = (
+    [0x1F, 0x77, 0xB4],
+    [0xD6, 0x27, 0x28],
+    [0xD9, 0xA3, 0x5B],
+    [0xA9, 0xC1, 0xE8],
+)
 TIP = """
 (tip => !tip.hidden && {
   title: tip.querySelector('strong').textContent,
@@ -196,7 +202,7 @@ def check_process_list(page) -> None:
     page.wait_for(f"{rows}.length === 2")
     shown = page.evaluate(f"{rows}.map(r => [...r.cells].map(c => c.textContent))")
     assert [row[:3] for row in shown] == [[HOST, str(PID), "train"], [HOST, str(OTHER), "eval"]], shown
-    assert [row[6:] for row in shown] == [["shut down", "16"], ["no shutdown yet", "3"]], shown
+    assert [row[6:] for row in shown] == [["shut down", "16"], ["no shutdown yet", "4"]], shown
     assert shown[0][5] == "1 min 58 s", shown  # its length: init to shutdown
 
 
@@ -317,12 +323,16 @@ def spans_read(page) -> int:
 
 def check_reads_again_only_when_changed(page, server) -> None:
     """The page reads everything every second here (FAST_REFRESH): a finished run's spans are read
-    once; a running one's again when it sends more, its zoom kept, and "whole run" undoes it."""
+    once; a running one's again when it sends more, its zoom kept, and "whole run" undoes it; its
+    open scope runs to the end of the window."""
     read, reads = spans_read(page), counter(page, "reads")
     page.wait_for(f"Number(document.body.dataset.reads) >= {reads + 2}")
     assert spans_read(page) == read, "a finished run was read again"
     page.evaluate(f"location.hash = '#host={HOST}&pid={OTHER}'")
-    page.wait_for("document.getElementById('timeline-counts').dataset.kernels === '3'")
+    counts = page.wait_for(
+        "(c => c.dataset.kernels === '3' && c.textContent)(document.getElementById('timeline-counts'))"
+    )
+    assert counts == "3 kernels · 1 scope (1 open)"
     drag(page, 0.05, 0.6)
     page.wait_for("!document.getElementById('timeline-whole').hidden")
     line = forwarded(kernel_event(OTHER, "eval", 34, SGEMM, 300_000))
@@ -331,6 +341,11 @@ def check_reads_again_only_when_changed(page, server) -> None:
     assert page.evaluate("!document.getElementById('timeline-whole').hidden"), "the zoom was lost"
     page.evaluate("document.getElementById('timeline-whole').click()")
     page.wait_for("document.getElementById('timeline-whole').hidden")
+    ((open_scope,),) = page.evaluate(COLOUR_RUNS.replace("GROUPS", json.dumps([[OPEN]])))
+    page.hover(*open_scope["first"])
+    tip = page.wait_for(f"(t => t && t.title === 'scope: infer' && t)({TIP})")
+    facts = {name: tip["facts"][name] for name in ("end", "duration", "tag", "state")}
+    assert facts == {"end": "still open", "duration": "unknown (open)", "tag": "batch1", "state": "open"}, tip
     page.evaluate(f"location.hash = '#host={HOST}&pid={PID}'")
     page.wait_for("document.getElementById('timeline-counts').dataset.kernels === '12'")
 

@@ -73,9 +73,10 @@ function countText(bars) {
   const byState = (state) => bars.scopes.filter((bar) => bar.span.state === state).length;
   const [open, abandoned] = [byState("open"), byState("abandoned")];
   const scopeNotes = [open && `${open} open`, abandoned && `${abandoned} abandoned`].filter(Boolean).join(", ");
+  const count = (n, what) => `${fmt.integer(n)} ${what}${n === 1 ? "" : "s"}`;
   return (
-    `${fmt.integer(bars.kernels.length)} kernels${failed ? ` (${failed} failed)` : ""} · ` +
-    `${fmt.integer(bars.scopes.length)} scopes${scopeNotes ? ` (${scopeNotes})` : ""}`
+    `${count(bars.kernels.length, "kernel")}${failed ? ` (${failed} failed)` : ""} · ` +
+    `${count(bars.scopes.length, "scope")}${scopeNotes ? ` (${scopeNotes})` : ""}`
   );
 }
 
