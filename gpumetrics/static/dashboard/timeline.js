@@ -101,7 +101,7 @@ export function describe(bar) {
 export class Timeline {
   // FIGURE holds a .plot and a .tip; onZoom(startSec, endSec) hears of every x range.
   constructor(figure, onZoom) {
-    Object.assign(this, { figure, onZoom, plot: null, bars: null, hovering: false, window: null, range: null });
+    Object.assign(this, { figure, onZoom, plot: null, bars: null, window: null, range: null });
     this.tip = figure.querySelector(".tip");
     new ResizeObserver(() => this.resize()).observe(figure);
   }
@@ -146,11 +146,7 @@ export class Timeline {
     };
     this.plot = new uPlot(options, [[window.startSec, window.endSec], [null, null]], box);
     if (keep) this.plot.setScale("x", { min: keep[0], max: keep[1] });
-    this.plot.over.addEventListener("mouseenter", () => (this.hovering = true));
-    this.plot.over.addEventListener("mouseleave", () => {
-      this.hovering = false;
-      this.tip.hidden = true;
-    });
+    this.plot.over.addEventListener("mouseleave", () => (this.tip.hidden = true));
   }
 
   whole() {
@@ -230,7 +226,8 @@ export class Timeline {
 
   hover(u) {
     const { left, top } = u.cursor;
-    const bar = this.hovering && left >= 0 ? this.barAt(u, left, top) : null;
+    // Only under the mouse itself: a cursor synced from the GPU charts has no bar to tell of.
+    const bar = left >= 0 && u.over.matches(":hover") ? this.barAt(u, left, top) : null;
     this.tip.hidden = !bar;
     if (!bar) return;
     this.tip.replaceChildren(...describe(bar));
