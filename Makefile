@@ -23,8 +23,11 @@ $(VENV)/.installed-test: requirements.txt requirements-test.txt | $(BIN)/python
 serve: $(VENV)/.installed
 	PORT=$(PORT) $(BIN)/gunicorn --config python:gpumetrics.gunicorn_conf wsgi:app
 
+# Two pytest workers (pytest-xdist), a test file each at a time: most tests wait on a
+# gunicorn, a browser or a database, so two overlap well even on two cores.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

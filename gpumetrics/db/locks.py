@@ -82,9 +82,18 @@ class AdvisoryLock:
     """A PostgreSQL session advisory lock on a dedicated connection."""
 
     def __init__(self, url: str, name: str) -> None:
-        self.key = zlib.crc32(f"gpumetrics:{name}".encode()) & 0x7FFFFFFF
+        self.name = name
+        self.key: int | None = None
         self.engine = create_engine(url, poolclass=NullPool)
         self._conn = None
+
+    def _key(self, conn) -> int:
+        """The lock's number, from its name and the schema: advisory locks are per database,
+        and a deployment in another schema of it must not take this one's jobs."""
+        if self.key is None:
+            schema = conn.execute(text("SELECT current_schema()")).scalar()
+            self.key = zlib.crc32(f"gpumetrics:{schema}:{self.name}".encode()) & 0x7FFFFFFF
+        return self.key
 
     def try_acquire(self) -> bool:
         if self._conn is not None:
@@ -92,7 +101,7 @@ class AdvisoryLock:
         try:
             conn = self.engine.connect()
             conn.execute(text("SELECT set_config('application_name', :me, false)"), {"me": f"gpumetrics {_me()}"})
-            got = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key}).scalar()
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key(conn)}).scalar()
             conn.commit()
         except DBAPIError:
             return False
@@ -129,7 +138,7 @@ class AdvisoryLock:
         )
         try:
             with self.engine.connect() as conn:
-                name = conn.execute(query, {"key": self.key}).scalar()
+                name = conn.execute(query, {"key": self._key(conn)}).scalar()
         except DBAPIError:
             return None
         return name.removeprefix("gpumetrics ") if name else None
