@@ -160,7 +160,8 @@ rollups = Table(
     Column("last", Float, nullable=False),
     sqlite_with_rowid=False,
 )
-Index("ix_rollups_minute", rollups.c.minute)
+Index("ix_rollups_minute", rollups.c.minute)  # retention
+Index("ix_rollups_metric_field_minute", rollups.c.metric, rollups.c.field, rollups.c.minute)  # every GPU's chart
 
 # The newest record of each GPU and kind (for processes: every process at the newest
 # time), a copy kept current by every write, so "the fleet now" is one small read.

@@ -176,7 +176,8 @@ def aggregate(session: Session, filters: Filters, function: str, field: str | No
     total: list | None = None
     for metric in metrics:
         column = FIELD_COLUMN[field] if field is not None else count_column(metric)
-        for summary in summaries.summaries(session, ids, metric, [column], span, None).values():
+        found = summaries.summaries(session, ids, metric, [column], span, None, with_last=function == "last")
+        for summary in found.values():
             if total is None:
                 total = list(summary)
             else:

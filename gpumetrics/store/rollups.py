@@ -50,7 +50,9 @@ def merge(summary: Summary, other: Summary) -> None:
     summary[2] = min(summary[2], other[2])
     summary[3] = max(summary[3], other[3])
     summary[4] = min(summary[4], other[4])
-    if other[5] > summary[5] or (other[5] == summary[5] and other[6] > summary[6]):
+    # A last of None was not read (summaries.summaries without with_last): no tie to break.
+    tie = other[5] == summary[5] and None not in (other[6], summary[6]) and other[6] > summary[6]
+    if other[5] > summary[5] or tie:
         summary[5], summary[6] = other[5], other[6]
 
 

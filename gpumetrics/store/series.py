@@ -70,7 +70,8 @@ def series(session: Session, request: Request) -> list[dict[str, Any]]:
         pooled = summaries.values(session, ids, request.metric, column, span, request.step)
         found = {gpu for gpu, _ in pooled}
     else:
-        summed = summaries.summaries(session, ids, request.metric, [column], span, request.step)
+        last = request.aggregate == "last"
+        summed = summaries.summaries(session, ids, request.metric, [column], span, request.step, with_last=last)
         found = {gpu for gpu, _, _ in summed}
     groups = _groups(session, found, request.group_by)
     if request.aggregate in PERCENTILES:

@@ -60,11 +60,21 @@ def _segments(span: Span, step: int | None) -> tuple[tuple[int | None, int | Non
 
 
 def summaries(
-    session: Session, gpu_ids: Sequence[int] | None, metric: str, columns: Sequence[str], span: Span, step: int | None
+    session: Session,
+    gpu_ids: Sequence[int] | None,
+    metric: str,
+    columns: Sequence[str],
+    span: Span,
+    step: int | None,
+    with_last: bool = True,
 ) -> dict[Key, Summary]:
-    """(gpu id, column, bucket) -> summary of the records of `metric` in `span`."""
+    """(gpu id, column, bucket) -> summary of the records of `metric` in `span`.
+
+    Without `with_last` a bucket's newest value may be missing (None): a second pass over
+    the rollups that only `last` needs.
+    """
     minutes, edges = _segments(span, step)
-    out = _from_rollups(session, gpu_ids, metric, columns, minutes, step) if minutes is not None else {}
+    out = _from_rollups(session, gpu_ids, metric, columns, minutes, step, with_last) if minutes is not None else {}
     for low, high in edges:
         rows = _record_rows(session, gpu_ids, metric, columns, low, high)
         for key, summary in _summarize(rows, columns, step).items():
@@ -119,7 +129,7 @@ def _summarize(rows: Iterable[tuple], columns: Sequence[str], step: int | None) 
     return out
 
 
-def _from_rollups(session, gpu_ids, metric, columns, minutes, step) -> dict[Key, Summary]:
+def _from_rollups(session, gpu_ids, metric, columns, minutes, step, with_last: bool) -> dict[Key, Summary]:
     first, stop = minutes
     conditions = [*_where(rollups, gpu_ids, metric), rollups.c.field.in_(columns)]
     if first is not None:
@@ -138,6 +148,8 @@ def _from_rollups(session, gpu_ids, metric, columns, minutes, step) -> dict[Key,
         (gpu_id, field, bucket): [int(count), float(total), low, high, first_ts, last_ts, None]
         for gpu_id, field, bucket, count, total, low, high, first_ts, last_ts in session.execute(grouped)
     }
+    if not with_last:
+        return out
     newest = func.row_number().over(
         partition_by=(c.gpu_id, c.field, bucket), order_by=(c.last_ts.desc(), c.last.desc())
     )
