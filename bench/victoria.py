@@ -84,6 +84,8 @@ FLAGS = (
 STATS = ("min_over_time", "max_over_time", "avg_over_time", "last_over_time", "count_over_time")
 TIMES = ("tfirst_over_time", "tlast_over_time")
 Key = tuple  # a series: (kind, field, host, gpu, pid or None)
+EVERY = '{__name__=~"gpu_.*"}'  # every series
+MEASURED = '{__name__=~"gpu_.*",__name__!="gpu_process_pid"}'  # without the pid, which the service does not aggregate
 
 
 # ---- the data ---------------------------------------------------------------------------------------
@@ -362,9 +364,10 @@ class Victoria:
             for series in data["result"]
         }
 
-    def rollups(self, functions: tuple[str, ...], window: int, end: int) -> tuple[float, dict[Key, dict[str, float]]]:
-        """functions over [end - window, end) of every series, in one request: {series: {function: value}}."""
-        selector = '{__name__=~"gpu_.*"}'
+    def rollups(
+        self, functions: tuple[str, ...], window: int, end: int, selector: str = EVERY
+    ) -> tuple[float, dict[Key, dict[str, float]]]:
+        """functions over [end - window, end) of each series of `selector`, one request: {series: {function: value}}."""
         names = ", ".join(f'"{function}"' for function in functions)
         query = f"aggr_over_time(({names}), {selector}[{window}s]) keep_metric_names"
         spent, data = self.get("/api/v1/query", query=query, time=at(end))
@@ -377,9 +380,9 @@ class Victoria:
         """(d) The newest value and its time of every series seen in [end - 5 min, end)."""
         return self.rollups(("last_over_time", "tlast_over_time"), window, end)
 
-    def hour_stats(self, end: int) -> tuple[float, dict[Key, dict[str, float]]]:
+    def hour_stats(self, end: int, selector: str = EVERY) -> tuple[float, dict[Key, dict[str, float]]]:
         """(e) Per series over [end - 1 h, end): min, max, avg, last, count, first and last time, in one request."""
-        return self.rollups(STATS + TIMES, 3600, end)
+        return self.rollups(STATS + TIMES, 3600, end, selector)
 
 
 # ---- what the answers must be -------------------------------------------------------------------------
