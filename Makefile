@@ -40,6 +40,12 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/query.py $(BENCH_ARGS)
 	$(BIN)/python bench/tail.py $(BENCH_ARGS)
 	$(BIN)/python bench/retention.py $(BENCH_ARGS)
+	$(BIN)/python bench/compare.py $(BENCH_ARGS)
+	$(BIN)/python bench/latest.py $(BENCH_ARGS)
+	$(BIN)/python bench/export.py $(BENCH_ARGS)
+	$(BIN)/python bench/prometheus.py $(BENCH_ARGS)
+	$(BIN)/python bench/dashboard.py $(BENCH_ARGS)
+	$(BIN)/python bench/events.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
