@@ -228,6 +228,12 @@ spans = Table(
 )
 Index("ix_spans_host_boot_start_ns", spans.c.host, spans.c.boot, spans.c.start_ns)
 Index("ix_spans_name_key_duration_ns", spans.c.name_key, spans.c.duration_ns)
+# The summary of one host (or process): its groups and each name's median walk these
+# entries alone (pid and cuda_error ride along), not the table (store/spans.py).
+Index(
+    "ix_spans_host_name_key_duration_ns",
+    *(spans.c[name] for name in ("host", "name_key", "duration_ns", "pid", "cuda_error")),
+)
 
 # A scope's samples of device memory while it runs.
 scope_samples = Table(

@@ -10,7 +10,7 @@ import base64
 import binascii
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Select, and_, case, func, literal, or_, select
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from .. import times
 from ..db import backend_of
-from ..db.tables import host_clocks, processes, spans
+from ..db.tables import host_clocks, processes, span_names, spans
 from ..kinds import INT64_MAX
 from . import names
 
@@ -195,26 +195,31 @@ def _by_name(session: Session, kind: str, name: str | None) -> list[dict[str, An
 
 
 def _by_spans(session: Session, filters: SpanFilters) -> list[dict[str, Any]]:
-    c = spans.c
-    conditions = [*_conditions(SpanFilters(**{**filters.__dict__, "type": filters.type or "kernel"}))]
-    conditions.append(c.duration_ns.is_not(None))
-    failed = func.sum(case((and_(c.type == "kernel", c.cuda_error != OK), 1), else_=0))
+    """One grouped query over the filtered spans, then an OFFSET query a name for its median.
+
+    The type and name are those of span_names, joined (a name_key implies both), so that
+    with a host (and pid) filter both queries walk ix_spans_host_name_key_duration_ns
+    alone, never a spans row: its entries hold pid and cuda_error too.
+    """
+    c, n = spans.c, span_names.c
+    conditions = [*_conditions(replace(filters, type=None, name=None)), c.duration_ns.is_not(None)]
+    named = [n.type == (filters.type or "kernel")] + ([] if filters.name is None else [n.name == filters.name])
+    failed = func.sum(case((c.cuda_error != OK, 1), else_=0))  # a scope's is null
     squares = backend_of(session).sum(literal(1.0) * c.duration_ns * c.duration_ns)
     timed = filters.start is not None or filters.end is not None
     source = _joined if timed else (lambda *columns: select(*columns).select_from(spans))
     grouped = session.execute(
-        source(c.name_key, func.count(), func.sum(c.duration_ns), func.min(c.duration_ns), func.max(c.duration_ns))
-        .add_columns(squares, failed)
-        .where(*conditions)
-        .group_by(c.name_key)
+        source(c.name_key, n.name, func.count(), func.sum(c.duration_ns), func.min(c.duration_ns))
+        .add_columns(func.max(c.duration_ns), squares, failed)
+        .join(span_names, n.name_key == c.name_key)
+        .where(*conditions, *named)
+        .group_by(c.name_key, n.name)
     ).all()
     out = []
-    for name_key, count, total, low, high, square_sum, failures in grouped:
-        within = [*conditions, c.name_key == name_key]
-        name = session.scalar(source(c.name).where(*within).limit(1))
+    for name_key, name, count, total, low, high, square_sum, failures in grouped:
         count, total = int(count), int(total)
         stddev = math.sqrt(max(float(square_sum) / count - (total / count) ** 2, 0.0))
-        median = _median(session, source(c.duration_ns).where(*within), count)
+        median = _median(session, source(c.duration_ns).where(*conditions, c.name_key == name_key), count)
         out.append(_item(name, count, total, low, high, stddev, int(failures), median))
     return out
 

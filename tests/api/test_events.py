@@ -232,7 +232,9 @@ def expected_summary(kernels: list[dict]) -> list[dict]:
     return sorted(out, key=lambda item: -item["totalNs"])
 
 
-@pytest.mark.parametrize("filters", [{}, {"host": "a"}, {"pid": 11, "tag": "t1"}, {"cudaError": "failed"}])
+@pytest.mark.parametrize(
+    "filters", [{}, {"host": "a"}, {"host": "b", "pid": 10}, {"pid": 11, "tag": "t1"}, {"cudaError": "failed"}]
+)
 def test_the_kernel_summary_equals_numpy(client, filters):
     kernels = random_kernels(seed=9, count=3000)
     for start in range(0, len(kernels), 1000):
@@ -251,6 +253,23 @@ def test_the_kernel_summary_equals_numpy(client, filters):
     for got, expected in zip(answer, want, strict=True):
         for key, value in expected.items():
             assert got[key] == (value if key == "name" else pytest.approx(value, rel=1e-9)), (key, got, expected)
+
+
+def test_a_filtered_summary_keeps_to_its_type_and_name(client):
+    """The filtered summary asks span_names for the type and name (a name_key implies both)."""
+    post_lines(client, LINES)
+
+    def summed(**filters):
+        answer = client.get("/spans/summary", query_string={"host": "trainer-01", **filters}).get_json()["items"]
+        return [(item["name"], item["instances"], item["failed"]) for item in answer]
+
+    assert summed(type="scope") == [("epoch", 1, 0)], "the abandoned scope has no duration"
+    assert summed() == [
+        ("ampere_sgemm_128x64_nn", 2, 0),
+        ("void reduce_kernel<float>(float const*, float*, int)", 1, 1),
+    ]
+    assert summed(name="ampere_sgemm_128x64_nn", pid=4242) == [("ampere_sgemm_128x64_nn", 2, 0)]
+    assert summed(type="scope", name="ampere_sgemm_128x64_nn") == []
 
 
 def test_span_filters_and_pages(client):

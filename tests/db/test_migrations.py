@@ -36,7 +36,7 @@ def test_migrations_build_the_schema_of_the_models(app):
     assert differences == []
     assert "UNIQUE" in identity.upper()
     assert re.search(r"coalesce\(pid, \(?'?-1", identity.lower()), identity
-    assert db.revision() == "0008"
+    assert db.revision() == "0009"
 
 
 def test_a_file_of_the_previous_schema_is_upgraded_without_losing_a_row(tmp_path):
@@ -54,7 +54,7 @@ def test_a_file_of_the_previous_schema_is_upgraded_without_losing_a_row(tmp_path
     old.dispose()
     app = create_app(config.load({"DATABASE_URL": url, "METRICS_RETENTION_HOURS": "0"}))  # 2025 samples
     client = app.test_client()
-    assert app_state(app).db.revision() == "0008"
+    assert app_state(app).db.revision() == "0009"
     answer = client.get("/metrics/aggregate", query_string={"aggregate": "sum", "field": "watts"}).get_json()
     assert answer["count"] == 61 and answer["value"] == sum(s + 0.5 for s in range(61))
     assert client.get("/metrics", query_string={"limit": 1}).get_json()["items"][0] == {
@@ -72,7 +72,7 @@ def test_migrate_command_by_hand(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "gpumetrics", "migrate"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
-    assert done.returncode == 0 and "database schema at revision 0008" in done.stdout
+    assert done.returncode == 0 and "database schema at revision 0009" in done.stdout
 
 
 def test_an_existing_database_gets_its_rollups_and_latest_values(database_url):
