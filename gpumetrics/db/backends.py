@@ -83,6 +83,16 @@ class Backend:
         finally:
             cursor.close()
 
+    def fetch(self, connection: Connection, sql: str, row: Sequence[Any]) -> list[tuple]:
+        """Run `sql` (with ? placeholders) once, on the driver; its rows. For the hot path's
+        small reads, which SQLAlchemy would cost more to build than the database to answer."""
+        cursor = connection.connection.driver_connection.cursor()
+        try:
+            cursor.execute(self.placeholders(sql), row)
+            return [tuple(found) for found in cursor.fetchall()]
+        finally:
+            cursor.close()
+
     def execute_count(self, connection: Connection, sql: str, row: Sequence[Any]) -> int:
         """Run `sql` (with ? placeholders) once, on the driver; returns the rows it changed."""
         cursor = connection.connection.driver_connection.cursor()

@@ -19,12 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .. import times
 from ..db import backend_of
-from ..db.tables import host_clocks
 
 
 @dataclass
@@ -40,17 +38,11 @@ class Clock:
 
 
 def _current(session: Session, hosts: set[str]) -> dict[str, Clock]:
-    """The latest boot of each host."""
-    newest = (
-        select(host_clocks.c.host, func.max(host_clocks.c.boot).label("boot"))
-        .where(host_clocks.c.host.in_(hosts))
-        .group_by(host_clocks.c.host)
-        .subquery()
-    )
-    rows = session.execute(
-        select(host_clocks).join(newest, (host_clocks.c.host == newest.c.host) & (host_clocks.c.boot == newest.c.boot))
-    )
-    return {row.host: Clock(row.host, row.boot, row.offset_ns, row.max_ns) for row in rows}
+    """The latest boot of each host (a POST of the crawler names one)."""
+    sql = "SELECT host, boot, offset_ns, max_ns FROM host_clocks WHERE host = ? ORDER BY boot DESC LIMIT 1"
+    backend, connection = backend_of(session), session.connection()
+    found = (row for host in hosts for row in backend.fetch(connection, sql, (host,)))
+    return {host: Clock(host, boot, offset_ns, max_ns) for host, boot, offset_ns, max_ns in found}
 
 
 def observe(clock: Clock | None, host: str, ns: int, received_ns: int) -> Clock:

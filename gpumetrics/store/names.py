@@ -59,7 +59,9 @@ def add(session: Session, rows: Iterable[Sequence[Any]], layout: Sequence[str]) 
             _fold(batch, row[at["name_key"]], kind, row[at["name"]], duration, failed)
     if not batch:
         return
-    stored = {row[0]: row for row in session.execute(select(span_names).where(span_names.c.name_key.in_(batch)))}
+    keys = list(batch)
+    sql = f"SELECT {', '.join(COLUMNS)} FROM span_names WHERE name_key IN ({', '.join('?' * len(keys))})"
+    stored = {row[0]: row for row in backend_of(session).fetch(session.connection(), sql, keys)}
     merged = [(key, *(_merge(stored[key], new) if key in stored else new)) for key, new in batch.items()]
     _write(session, merged)
 
