@@ -37,16 +37,6 @@ def _fold(out: dict[int, list], name_key: int, kind: str, name: str, duration: i
     known[8] += int(failed)
 
 
-def _merge(stored: Sequence[Any], new: list) -> list:
-    """Two summaries of one name as one (Chan et al.)."""
-    count = stored[3] + new[2]
-    delta = new[6] - stored[7]
-    mean = stored[7] + delta * new[2] / count
-    m2 = stored[8] + new[7] + delta * delta * stored[3] * new[2] / count
-    return [new[0], new[1], count, stored[4] + new[3], min(stored[5], new[4]), max(stored[6], new[5]), mean, m2,
-            stored[9] + new[8]]  # fmt: skip
-
-
 def add(session: Session, rows: Iterable[Sequence[Any]], layout: Sequence[str]) -> None:
     """Add the timed spans among `rows` (full span rows of `layout`) to their names' rows."""
     at = {name: layout.index(name) for name in ("type", "name", "name_key", "duration_ns", "cuda_error")}
@@ -57,21 +47,34 @@ def add(session: Session, rows: Iterable[Sequence[Any]], layout: Sequence[str]) 
             kind = row[at["type"]]
             failed = kind == "kernel" and row[at["cuda_error"]] != OK
             _fold(batch, row[at["name_key"]], kind, row[at["name"]], duration, failed)
-    if not batch:
-        return
-    keys = list(batch)
-    sql = f"SELECT {', '.join(COLUMNS)} FROM span_names WHERE name_key IN ({', '.join('?' * len(keys))})"
-    stored = {row[0]: row for row in backend_of(session).fetch(session.connection(), sql, keys)}
-    merged = [(key, *(_merge(stored[key], new) if key in stored else new)) for key, new in batch.items()]
-    _write(session, merged)
+    if batch:
+        _write(session, [(key, *batch[key]) for key in sorted(batch)], merge=True)
 
 
-def _write(session: Session, rows: list) -> None:
+def _write(session: Session, rows: list, merge: bool = False) -> None:
+    """Insert names' rows; with `merge`, fold each into the stored row in the upsert itself,
+    so that concurrent writers (PostgreSQL: other hosts) add up instead of overwriting each
+    other. Rows go in name_key order, so two writers never wait on each other's rows in turn."""
+    backend = backend_of(session)
+    old, new = "span_names", "excluded"
+    delta = f"({new}.mean - {old}.mean)"
+    both = f"({old}.count + {new}.count)"
+    merged = {
+        "count": f"{old}.count + {new}.count",
+        "total": f"{old}.total + {new}.total",
+        "min": f"{backend.smaller}({old}.min, {new}.min)",
+        "max": f"{backend.larger}({old}.max, {new}.max)",
+        "mean": f"{old}.mean + {delta} * {new}.count / {both}",  # Chan et al.
+        "m2": f"{old}.m2 + {new}.m2 + {delta} * {delta} * {old}.count * {new}.count / {both}",
+        "failed": f"{old}.failed + {new}.failed",
+    }
+    updates = ", ".join(f"{column} = {merged.get(column, f'{new}.{column}') if merge else f'{new}.{column}'}"
+                        for column in COLUMNS[1:])  # fmt: skip
     sql = (
         f"INSERT INTO span_names ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
-        "ON CONFLICT (name_key) DO UPDATE SET " + ", ".join(f"{column} = excluded.{column}" for column in COLUMNS[1:])
+        f"ON CONFLICT (name_key) DO UPDATE SET {updates}"
     )
-    backend_of(session).executemany(session.connection(), sql, rows)
+    backend.executemany(session.connection(), sql, rows)
 
 
 def rebuild(session: Session) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -249,6 +250,32 @@ def test_the_kernel_summary_equals_numpy(client, filters):
     ]
     answer = client.get("/spans/summary", query_string=filters).get_json()["items"]
     want = expected_summary(chosen)
+    assert [item["name"] for item in answer] == [item["name"] for item in want]
+    for got, expected in zip(answer, want, strict=True):
+        for key, value in expected.items():
+            assert got[key] == (value if key == "name" else pytest.approx(value, rel=1e-9)), (key, got, expected)
+
+
+def test_hosts_posting_at_once_add_up_in_the_summary(app):
+    """Two hosts POST the same kernel names at the same time (on PostgreSQL their writes run
+    concurrently): every batch is stored, none deadlocks, and the names' rows add up."""
+    kernels = random_kernels(seed=11, count=4000)
+    by_host = {host: [k for k in kernels if k["hostname"] == host] for host in ("a", "b")}
+    answers: list[int] = []
+
+    def post(host: str) -> None:
+        client = app.test_client()
+        mine = by_host[host]
+        answers.extend(client.post("/metrics", json=mine[i : i + 50]).status_code for i in range(0, len(mine), 50))
+
+    threads = [threading.Thread(target=post, args=(host,)) for host in by_host]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(answers) == {201}, answers
+    answer = app.test_client().get("/spans/summary").get_json()["items"]
+    want = expected_summary(kernels)
     assert [item["name"] for item in answer] == [item["name"] for item in want]
     for got, expected in zip(answer, want, strict=True):
         for key, value in expected.items():
