@@ -63,3 +63,10 @@ def test_readme_lists_every_setting():
     readme = (ROOT / "README.md").read_text()
     listed = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, re.MULTILINE))
     assert listed == {setting.env for setting in config.SETTINGS}
+
+
+def test_span_retention_defaults_to_the_records_window_and_can_differ():
+    assert config.load({"METRICS_RETENTION_HOURS": "48"}).span_retention_hours == 48
+    assert config.load({"METRICS_RETENTION_HOURS": "0"}).span_retention_hours is None
+    chosen = config.load({"METRICS_RETENTION_HOURS": "48", "SPAN_RETENTION_HOURS": "6"})
+    assert (chosen.metrics_retention_hours, chosen.span_retention_hours) == (48, 6)

@@ -187,7 +187,10 @@ def test_a_temperature_below_absolute_zero_is_refused(live, sent):
     assert answer.status_code == 422
     field = "celsius" if "metric" in sent else "temperatureCelsius"
     assert answer.get_json()["rejected"][0]["errors"][field] == ["Must be from -273.15 to 1e+15."]
-    assert live.test_client().post("/metrics", json=record("temperature", celsius=-273.15, timestamp=GPU["timestamp"]))
+    answer = live.test_client().post(
+        "/metrics", json=record("temperature", celsius=-273.15, timestamp=GPU["timestamp"])
+    )
+    assert answer.status_code == 201, answer.get_json()
 
 
 def test_settings_from_the_environment_set_the_windows():
