@@ -13,8 +13,11 @@ from pathlib import Path
 
 import numpy
 import pytest
+from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 
+from gpumetrics.db.tables import scope_samples
+from gpumetrics.state import app_state
 from gpumetrics.store import clocks
 
 LINES = (Path(__file__).parent.parent / "data" / "gpumon_events.ndjson").read_text().splitlines()
@@ -62,6 +65,16 @@ def test_every_type_as_the_crawler_forwards_it(client):
     assert (process["host"], process["pid"], process["app"], process["shutDown"], process["spans"]) == (
         "trainer-01", 4242, "train", True, 5,
     )  # fmt: skip
+
+
+def test_a_scope_sample_keeps_its_memory_per_device(client):
+    """The library's `devices` shape is kept in the schema's `memory` shape, per device."""
+    post_lines(client, LINES)
+    with app_state(client.application).db.reading() as session:
+        rows = session.execute(select(scope_samples.c.name, scope_samples.c.tag, scope_samples.c.memory)).all()
+    assert [(name, tag, json.loads(memory)) for name, tag, memory in rows] == [
+        ("epoch", "e1", [{"device": 0, "used_mib": 2048, "free_mib": 38912, "total_mib": 40960}])
+    ]
 
 
 def test_times_map_to_utc_in_order_with_the_raw_nanoseconds_kept(client):
@@ -317,6 +330,9 @@ def test_span_filters_and_pages(client):
     middle = every[250]
     window = spans(client, start=middle["start"], end=middle["start"], limit=1000)
     assert middle in window and all(s["start"] <= middle["start"] <= (s["end"] or "~") for s in window)
+    tagged = spans(client, tag="t1", app="bench", type="kernel", limit=1000)
+    assert len(tagged) == sum(k["tag"] == "t1" for k in kernels) and {s["tag"] for s in tagged} == {"t1"}
+    assert spans(client, app="another") == [] and spans(client, type="scope") == []
     assert client.get("/spans", query_string={"type": "warp"}).status_code == 422
     assert client.get("/spans", query_string={"cursor": "nope"}).status_code == 422
 
