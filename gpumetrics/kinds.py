@@ -12,7 +12,8 @@ from dataclasses import dataclass
 # No GPU reading comes near it; it keeps sums and averages finite on both databases.
 MAGNITUDE = 1e15
 INT64_MAX = 2**63 - 1  # what both databases store in a BIGINT
-GPU_INDEX_MAX = 2**31 - 1
+INT32_MAX = 2**31 - 1  # CUDA's launch dimensions, NVML's indexes
+GPU_INDEX_MAX = INT32_MAX
 NAME_MAX = 255  # host names, UUIDs, product names
 TEXT_MAX = 65_536  # the crawler's free text: kernel names joined over a window, tags
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from ..kinds import INT64_MAX, NAME_MAX, TEXT_MAX, Field
+from ..kinds import GPU_INDEX_MAX, INT32_MAX, INT64_MAX, NAME_MAX, TEXT_MAX, Field
 from .fastpath import Acceptor, compile_fields
 from .schemas import Lenient, StrictInteger, StrictNumber, record_field, text_rules
 
@@ -113,13 +113,13 @@ class Triple(fields.List):
     """Three non-negative integers: a launch's grid or block dimensions."""
 
     def __init__(self, **kwargs: Any) -> None:
-        inner = fields.Integer(strict=True, validate=validate.Range(min=0, max=2**31 - 1))
+        inner = fields.Integer(strict=True, validate=validate.Range(min=0, max=INT32_MAX))
         super().__init__(inner, validate=validate.Length(equal=3), **kwargs)
 
 
 def _device_schema(shape: str) -> type[Schema]:
     """A device snapshot: the README's `memory` entries, or the library's `devices` entries."""
-    index = {"required": True, "validate": validate.Range(min=0, max=2**31 - 1)}
+    index = {"required": True, "validate": validate.Range(min=0, max=GPU_INDEX_MAX)}
     mib = {"validate": validate.Range(min=0, max=1e15)}
     declared: dict[str, fields.Field] = {
         "used_mib": StrictNumber(required=True, **mib),
@@ -175,7 +175,7 @@ def is_event(item: dict[str, Any]) -> bool:
 
 
 def _triple(value: Any) -> list[int] | None:
-    if type(value) is list and len(value) == 3 and all(type(v) is int and 0 <= v <= 2**31 - 1 for v in value):
+    if type(value) is list and len(value) == 3 and all(type(v) is int and 0 <= v <= INT32_MAX for v in value):
         return value
     return None
 
