@@ -45,10 +45,10 @@ gpus = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     # '' is the local host: seed records carry no host.
-    Column("host", String(255), nullable=False, server_default=""),
+    Column("host", String(NAME_MAX), nullable=False, server_default=""),
     Column("gpu_index", Integer, nullable=True),
-    Column("uuid", String(255), nullable=True),
-    Column("name", String(255), nullable=True),
+    Column("uuid", String(NAME_MAX), nullable=True),
+    Column("name", String(NAME_MAX), nullable=True),
     Column("first_seen", BigInteger, nullable=False),
     Column("last_seen", BigInteger, nullable=False),
     Index(None, "host", "gpu_index", unique=True),
@@ -90,7 +90,7 @@ tail_files = Table(
     "tail_files",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("host", String(255), nullable=False),
+    Column("host", String(NAME_MAX), nullable=False),
     Column("path", String(1024), nullable=False),
     Column("device", BigInteger, nullable=False),
     Column("inode", BigInteger, nullable=False),
@@ -114,7 +114,7 @@ tail_files = Table(
 tail_paths = Table(
     "tail_paths",
     metadata,
-    Column("host", String(255), primary_key=True),
+    Column("host", String(NAME_MAX), primary_key=True),
     Column("path", String(1024), primary_key=True),
     Column("state", String(16), nullable=False),
     Column("since", BigInteger, nullable=False),
@@ -193,7 +193,7 @@ marks = Table(
 host_clocks = Table(
     "host_clocks",
     metadata,
-    Column("host", String(255), primary_key=True),
+    Column("host", String(NAME_MAX), primary_key=True),
     Column("boot", Integer, primary_key=True),
     Column("offset_ns", BigInteger, nullable=False),  # smallest (receive time - event time) seen
     Column("max_ns", BigInteger, nullable=False),  # the newest event time of the boot
@@ -206,7 +206,7 @@ spans = Table(
     "spans",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("host", String(255), nullable=False),
+    Column("host", String(NAME_MAX), nullable=False),
     Column("boot", Integer, nullable=False),
     Column("pid", BigInteger, nullable=False),
     Column("app", Text, nullable=False),
@@ -221,7 +221,7 @@ spans = Table(
     Column("state", String(10), nullable=False),  # open, closed or abandoned
     *(Column(name, Integer, nullable=True) for name in ("grid_x", "grid_y", "grid_z", "block_x", "block_y", "block_z")),
     Column("shared_mem_bytes", BigInteger, nullable=True),
-    Column("cuda_error", String(255), nullable=True),
+    Column("cuda_error", String(NAME_MAX), nullable=True),
     Column("memory_begin", Text, nullable=True),  # device snapshots, JSON
     Column("memory_end", Text, nullable=True),
     UniqueConstraint("host", "pid", "start_ns", "key"),
@@ -240,7 +240,7 @@ scope_samples = Table(
     "scope_samples",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("host", String(255), nullable=False),
+    Column("host", String(NAME_MAX), nullable=False),
     Column("boot", Integer, nullable=False),
     Column("pid", BigInteger, nullable=False),
     Column("name", Text, nullable=False),
@@ -255,7 +255,7 @@ scope_samples = Table(
 system_samples = Table(
     "system_samples",
     metadata,
-    Column("host", String(255), primary_key=True),
+    Column("host", String(NAME_MAX), primary_key=True),
     Column("app_key", BigInteger, primary_key=True),
     Column("ts_ns", BigInteger, primary_key=True),
     Column("boot", Integer, nullable=False),
@@ -265,7 +265,7 @@ system_samples = Table(
 processes = Table(
     "processes",
     metadata,
-    Column("host", String(255), primary_key=True),
+    Column("host", String(NAME_MAX), primary_key=True),
     Column("boot", Integer, primary_key=True),
     Column("pid", BigInteger, primary_key=True),
     Column("app", Text, nullable=False),
