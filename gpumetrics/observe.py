@@ -237,12 +237,7 @@ def read_state(session: Session, settings: Settings) -> StateCollector:
 
 
 def _database_size(session: Session) -> float:
-    if backend_of(session).name == "sqlite":
-        sql = "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
-    else:
-        # The whole database's files: a few stat calls, where summing each table's relations opens them all.
-        sql = "SELECT pg_database_size(current_database())"
-    return float(session.execute(text(sql)).scalar_one())
+    return float(session.execute(text(backend_of(session).size_sql)).scalar_one())
 
 
 def exposition(*collectors: Any) -> bytes:

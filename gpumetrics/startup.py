@@ -32,6 +32,7 @@ from config import Settings
 
 from . import __version__
 from .db import Database
+from .db.backends import backend_for
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def prepare(settings: Settings) -> str:
     """Check the database, waiting for it if it refuses connections, and bring its schema
     up to date; return one line saying what was done."""
     url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite":
+    if not backend_for(url).is_server:
         check_sqlite_folder(settings, url)
     db = Database(settings.database_url)
     try:
@@ -175,7 +176,7 @@ def wait_for_database(db: Database, settings: Settings) -> None:
         except OperationalError as error:
             left = deadline - time.monotonic()
             reason = _reason(error)
-            if db.backend.name == "sqlite" or any(word in reason for word in _FINAL) or left <= 0:
+            if not db.backend.is_server or any(word in reason for word in _FINAL) or left <= 0:
                 raise
             log.warning(
                 "database %s: attempt %d: %s; trying again for up to %.0f s (DATABASE_WAIT_SEC=%g)",
@@ -194,7 +195,7 @@ def database_problem(settings: Settings, error: Exception) -> str:
     if isinstance(error, CommandError):
         return f"{setting}: {error}; the database was made by a newer gpumetrics: run that version, or another database"
     reason = _reason(error)
-    if make_url(settings.database_url).get_backend_name() == "sqlite":
+    if not backend_for(make_url(settings.database_url)).is_server:
         return f"{setting}: SQLite cannot use the file: {reason}; name a gpumetrics database file or a new one"
     if not isinstance(error, OperationalError) or any(word in reason for word in _FINAL):
         return f"{setting}: PostgreSQL answered: {reason}; correct DATABASE_URL or the server"

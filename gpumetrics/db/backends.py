@@ -43,6 +43,10 @@ class Backend:
     name: str
     # Retention probes each GPU's oldest row once without locks before the locked pass.
     warm_up_before_locking: bool = False
+    # A server reached over the network, worth waiting for while it starts (else a file).
+    is_server: bool = False
+    # The database's size in bytes, for the service's own metrics.
+    size_sql: str = ""
 
     def __init__(self, url: URL) -> None:
         self.url = url
@@ -127,6 +131,7 @@ class Backend:
 
 class SqliteBackend(Backend):
     name = "sqlite"
+    size_sql = "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
 
     def __init__(self, url: URL) -> None:
         super().__init__(url)
@@ -204,6 +209,9 @@ class SqliteBackend(Backend):
 class PostgresBackend(Backend):
     name = "postgresql"
     warm_up_before_locking = True  # its deleted rows' index entries stay until vacuum
+    is_server = True
+    # The whole database's files: a few stat calls, where summing each table's relations opens them all.
+    size_sql = "SELECT pg_database_size(current_database())"
 
     def create_engine(self) -> Engine:
         return create_engine(self.url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
