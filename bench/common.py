@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -181,30 +181,21 @@ def fresh_database(server_url: str | None, folder: Path, label: str) -> Iterator
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-class RawWriter:
-    """The baseline: the service's rows inserted by the driver alone: sqlite3 executemany, psycopg COPY.
+class DriverInserts:
+    """Rows of the service's `table` inserted by the driver alone: sqlite3 executemany, psycopg COPY.
 
-    The schema is the service's (its migrations), the connection is one of the service's
-    own engine (so it has the service's pragmas), the rows are store.write.prepare's and
-    the GPU ids are resolved by store.fleet.resolve_gpus. Only the INSERT is the driver's.
+    The schema is the service's (its migrations) and the connection is one of the service's
+    own engine (so it has the service's pragmas): only the INSERT is the driver's.
     """
 
-    def __init__(self, url: str) -> None:
-        self.db = Database(url)
-        self.db.upgrade()
-        self.sqlite = self.db.backend.name == "sqlite"
-        self.raw = self.db.engine.raw_connection()
+    def __init__(self, db: Database, table: str, columns: Sequence[str]) -> None:
+        self.db = db
+        self.sqlite = db.backend.name == "sqlite"
+        self.raw = db.engine.raw_connection()
         self.conn = self.raw.driver_connection
-        names, marks = ", ".join(ROW_COLUMNS), ", ".join("?" * len(ROW_COLUMNS))
-        self.sql = f"INSERT INTO records ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING"
-        self.copy = f"COPY records ({names}) FROM STDIN"  # no duplicates here: the rows are all new
-
-    def rows(self, records: list[dict[str, Any]]) -> list[list[Any]]:
-        """prepare()'s rows with their GPU ids, the GPUs made or updated by the service's own code."""
-        batch = prepare(records)
-        with self.db.writing() as session:
-            ids = resolve_gpus(session, batch.sightings)
-        return [[ids[key], *row] for key, row in zip(batch.keys, batch.rows, strict=True)]
+        names, marks = ", ".join(columns), ", ".join([db.backend.placeholders("?")] * len(columns))
+        self.sql = f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+        self.copy = f"COPY {table} ({names}) FROM STDIN"  # no duplicates here: the rows are all new
 
     def insert(self, rows: list[list[Any]]) -> None:
         """One write transaction, as the service makes per POST."""
@@ -220,6 +211,26 @@ class RawWriter:
 
     def close(self) -> None:
         self.raw.close()
+
+
+class RawWriter(DriverInserts):
+    """The baseline of records: store.write.prepare's rows, their GPU ids resolved by
+    store.fleet.resolve_gpus, into a database of their own."""
+
+    def __init__(self, url: str) -> None:
+        db = Database(url)
+        db.upgrade()
+        super().__init__(db, "records", ROW_COLUMNS)
+
+    def rows(self, records: list[dict[str, Any]]) -> list[list[Any]]:
+        """prepare()'s rows with their GPU ids, the GPUs made or updated by the service's own code."""
+        batch = prepare(records)
+        with self.db.writing() as session:
+            ids = resolve_gpus(session, batch.sightings)
+        return [[ids[key], *row] for key, row in zip(batch.keys, batch.rows, strict=True)]
+
+    def close(self) -> None:
+        super().close()
         self.db.dispose()
 
 

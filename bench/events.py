@@ -154,34 +154,14 @@ def span_rows(db: Database, events: list[dict[str, Any]]) -> list[list[Any]]:
     return [[clock.host, clock.boot, *row] for clock, row in zip(assigned, batch.spans, strict=True)]
 
 
-class RawSpans:
+class RawSpans(common.DriverInserts):
     """The spans rows the service would write for events, inserted by the driver alone.
 
-    Schema from the migrations, a connection of the service's engine (its pragmas), rows
-    from span_rows. Only the insert is the driver's. One object a thread: each has its own
-    connection to `db`.
+    Rows from span_rows. One object a thread: each has its own connection to `db`.
     """
 
     def __init__(self, db: Database) -> None:
-        self.db = db
-        self.sqlite = db.backend.name == "sqlite"
-        self.raw = db.engine.raw_connection()
-        self.conn = self.raw.driver_connection
-        names, marks = ", ".join(SPAN_COLUMNS), ", ".join(["?" if self.sqlite else "%s"] * len(SPAN_COLUMNS))
-        self.sql = f"INSERT INTO spans ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING"
-        self.copy = f"COPY spans ({names}) FROM STDIN"
-
-    def insert(self, rows: list[list[Any]]) -> None:
-        """One transaction: executemany on SQLite, COPY on PostgreSQL."""
-        if self.sqlite:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.executemany(self.sql, rows)
-            self.conn.execute("COMMIT")
-        else:
-            with self.conn.cursor() as cursor, cursor.copy(self.copy) as copy:
-                for row in rows:
-                    copy.write_row(row)
-            self.conn.commit()
+        super().__init__(db, "spans", SPAN_COLUMNS)
 
     def insert_one(self, row: list[Any]) -> None:
         """One row, one transaction, as a POST of one event makes."""
@@ -192,9 +172,6 @@ class RawSpans:
         else:
             self.conn.execute(self.sql, row)
             self.conn.commit()
-
-    def close(self) -> None:
-        self.raw.close()
 
 
 def migrated(url: str) -> Database:
