@@ -37,6 +37,23 @@ import pytest
 HOST = "gpumetrics.test"  # the name Chromium knows the service by; mapped to 127.0.0.1
 
 
+# JavaScript: a chart's figure -> [its name, the pixels of its series strokes]: coloured
+# pixels, where axes, grid and text are grey or black. A blank canvas counts 0.
+COLOURED_PIXELS_OF = """
+(figure => {
+  const canvas = figure.querySelector('canvas');
+  if (!canvas || !canvas.width) return [figure.dataset.chart, 0];
+  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  let coloured = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    const [r, g, b, a] = [data[i], data[i + 1], data[i + 2], data[i + 3]];
+    if (a > 128 && Math.max(r, g, b) - Math.min(r, g, b) > 80) coloured++;
+  }
+  return [figure.dataset.chart, coloured];
+})
+"""
+
+
 def chromium() -> str:
     for candidate in ("/usr/bin/chromium", shutil.which("chromium")):
         if candidate and os.access(candidate, os.X_OK):

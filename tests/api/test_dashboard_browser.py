@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from browser import Browser, assert_only_service_answered, chromium, external_requests
+from browser import COLOURED_PIXELS_OF, Browser, assert_only_service_answered, chromium, external_requests
 
 from gpumetrics.http.headers import DOCS_CSP
 
@@ -123,20 +123,7 @@ READ_TABLE = """
 })
 """
 HOST_ROWS = "[...document.querySelectorAll('#gpu-rows tr.host .host-name')].map(e => e.textContent)"
-# Pixels of a series stroke: coloured, where axes, grid and text are grey or black.
-COLOURED_PIXELS = """
-(() => Object.fromEntries([...document.querySelectorAll('figure.chart')].map(figure => {
-  const canvas = figure.querySelector('canvas');
-  if (!canvas || !canvas.width) return [figure.dataset.chart, 0];
-  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-  let coloured = 0;
-  for (let i = 0; i < data.length; i += 4) {
-    const [r, g, b, a] = [data[i], data[i + 1], data[i + 2], data[i + 3]];
-    if (a > 128 && Math.max(r, g, b) - Math.min(r, g, b) > 80) coloured++;
-  }
-  return [figure.dataset.chart, coloured];
-})))()
-"""
+COLOURED_PIXELS = f"Object.fromEntries([...document.querySelectorAll('figure.chart')].map({COLOURED_PIXELS_OF}))"
 LEGEND = """
 [...document.querySelectorAll('figure.chart[data-chart="CHART"] .u-legend .u-series')]
   .map(row => [row.querySelector('.u-label')?.textContent ?? '', row.querySelector('.u-value')?.textContent ?? ''])

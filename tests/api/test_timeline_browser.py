@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 import pytest
 import requests
+from browser import COLOURED_PIXELS_OF
 from test_dashboard_browser import (
     FAST_REFRESH,
     assert_clean,
@@ -176,19 +177,9 @@ TIP = """
     .map(dt => [dt.textContent, dt.nextElementSibling.textContent])),
 })(document.querySelector('#timeline .tip'))
 """
-PROCESS_CHART_PIXELS = """
+PROCESS_CHART_PIXELS = f"""
 new Promise(painted => requestAnimationFrame(() => requestAnimationFrame(painted))).then(() =>
-[...document.querySelectorAll('#process-charts figure.chart')].map(figure => {
-  const canvas = figure.querySelector('canvas');
-  if (!canvas || !canvas.width) return [figure.dataset.chart, 0];
-  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-  let coloured = 0;
-  for (let i = 0; i < data.length; i += 4) {
-    const [r, g, b, a] = [data[i], data[i + 1], data[i + 2], data[i + 3]];
-    if (a > 128 && Math.max(r, g, b) - Math.min(r, g, b) > 80) coloured++;
-  }
-  return [figure.dataset.chart, coloured];
-}))
+[...document.querySelectorAll('#process-charts figure.chart')].map({COLOURED_PIXELS_OF}))
 """
 SUMMARY_ROWS = """
 [...document.querySelectorAll('#kernel-summary tr')].map(row => Object.fromEntries(
