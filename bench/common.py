@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import math
 import os
@@ -21,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -234,26 +235,36 @@ class RawWriter(DriverInserts):
         self.db.dispose()
 
 
-def load(url: str, count: int, start_us: int, gpus: int = GPUS, chunk: int = 20_000) -> None:
-    """Add `count` generated records from `start_us` on, through the service's own write path.
+def load_records(url: str, rows: Iterable[dict[str, Any]], total: int, chunk: int = 20_000) -> float:
+    """Store rows (the API's record dicts) through the service's write path, `chunk` per transaction; records/s.
 
     validate, prepare and store_records, as a POST does: whatever the service keeps beside
-    the records (GPUs, rollups, ...) is then right too, however that changes.
+    the records (GPUs, rollups, latest copies, ...) is then right too, however that changes.
     """
     db = Database(url)
     db.upgrade()
-    began, done = time.perf_counter(), 0
+    began, done, source = time.perf_counter(), 0, iter(rows)
     try:
-        while done < count:
-            part = items(min(chunk, count - done), start_us, offset=done, gpus=gpus)
+        while part := list(itertools.islice(source, chunk)):
             batch = prepare(canonical(part))
             with db.writing() as session:
                 store_records(session, batch)
             done += len(part)
-            if done % 1_000_000 < chunk or done == count:
-                print(f"  {done:,} / {count:,} records, {done / (time.perf_counter() - began):,.0f}/s", flush=True)
+            if done % 1_000_000 < chunk or done == total:
+                print(f"  {done:,} / {total:,} records, {done / (time.perf_counter() - began):,.0f}/s", flush=True)
     finally:
         db.dispose()
+    return done / (time.perf_counter() - began)
+
+
+def load(url: str, count: int, start_us: int, gpus: int = GPUS, chunk: int = 20_000) -> None:
+    """Add `count` generated records from `start_us` on, through the service's own write path."""
+    generated = (
+        record
+        for offset in range(0, count, chunk)
+        for record in items(min(chunk, count - offset), start_us, offset=offset, gpus=gpus)
+    )
+    load_records(url, generated, count, chunk)
 
 
 DATA = ROOT / "bench" / "data"  # git-ignored

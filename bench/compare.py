@@ -42,14 +42,13 @@ this checkout misses, every SELECT it runs (served in-process) with its time and
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import sqlite3
 import statistics
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,34 +62,11 @@ from sqlalchemy.engine import make_url
 
 from gpumetrics import times
 from gpumetrics.db import Database
-from gpumetrics.store.write import prepare, store_records
 
 TARGET = 2.0  # the service's median over VictoriaMetrics', at most
 HOUR = 3600
 
 # ---- loading the service ---------------------------------------------------------------------------
-
-
-def load_records(url: str, rows: Iterable[dict[str, Any]], total: int, chunk: int = 20_000) -> float:
-    """Store rows (the API's record dicts) through the service's write path, `chunk` per transaction; records/s.
-
-    validate, prepare and store_records, as a POST does: the GPUs, rollups and latest copies
-    are whatever the service makes of them.
-    """
-    db = Database(url)
-    db.upgrade()
-    began, done, source = time.perf_counter(), 0, iter(rows)
-    try:
-        while part := list(itertools.islice(source, chunk)):
-            batch = prepare(common.canonical(part))
-            with db.writing() as session:
-                store_records(session, batch)
-            done += len(part)
-            if done % 1_000_000 < chunk or done == total:
-                print(f"  {done:,} / {total:,} records, {done / (time.perf_counter() - began):,.0f}/s", flush=True)
-    finally:
-        db.dispose()
-    return done / (time.perf_counter() - began)
 
 
 def head_revision() -> str | None:
@@ -125,7 +101,7 @@ def cached_sqlite(records: int) -> tuple[str, int]:
     building.unlink(missing_ok=True)  # a build that was interrupted
     common.DATA.mkdir(exist_ok=True)
     print(f"building {path.relative_to(common.ROOT)}: {records:,} records through the write path", flush=True)
-    load_records(f"sqlite:///{building}", victoria.records(records, end), records)
+    common.load_records(f"sqlite:///{building}", victoria.records(records, end), records)
     sqlite_bytes(building)  # checkpoints the WAL into the file
     os.replace(building, path)
     for suffix in ("-wal", "-shm", ".write.lock"):
@@ -185,7 +161,7 @@ def scratch_postgres(server_url: str, records: int, keep: bool) -> Iterator[tupl
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
     try:
         print(f"loading {records:,} records into the PostgreSQL database {name} through the write path", flush=True)
-        load_records(url, victoria.records(records, end), records)
+        common.load_records(url, victoria.records(records, end), records)
         yield url, end
     finally:
         if not keep:

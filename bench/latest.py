@@ -6,7 +6,7 @@ Why: issue 12 wants the newest values of a 1,000-GPU fleet in 10 ms of SQL, whic
 what the `latest` table (a copy of each GPU's newest record per kind, kept current by
 every write) is for. This loads a synthetic fleet (125 hosts x 8 GPUs, every kind, a few
 samples a GPU, ending a second ago) through the service's own write path (validate,
-prepare, store_records: bench/compare.py's load_records), so `latest` is built exactly as
+prepare, store_records: bench/common.py's load_records), so `latest` is built exactly as
 in production. It then captures the one statement `store.latest.read(session, Filters())`
 runs, times the database's own work on it (`SELECT count(*) FROM (statement)`: run to its
 last row, none shipped to Python) against 10 ms, and the statement with every row fetched
@@ -132,7 +132,7 @@ def main() -> None:
         common.fresh_database(args.database_url, Path(tmp), "latest") as url,
     ):
         print(f"loading {args.hosts * args.gpus:,} GPUs: {total:,} records through the write path", flush=True)
-        compare.load_records(url, fleet(args.hosts, args.gpus, args.samples), total)
+        common.load_records(url, fleet(args.hosts, args.gpus, args.samples), total)
         if common.is_postgres(url):
             with compare.postgres(url) as conn:
                 conn.execute("VACUUM ANALYZE")

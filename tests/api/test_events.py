@@ -246,6 +246,15 @@ def expected_summary(kernels: list[dict]) -> list[dict]:
     return sorted(out, key=lambda item: -item["totalNs"])
 
 
+def assert_summary(answer: list[dict], kernels: list[dict]) -> None:
+    """The answer of /spans/summary is numpy's summary of `kernels`, name by name, in order."""
+    want = expected_summary(kernels)
+    assert [item["name"] for item in answer] == [item["name"] for item in want]
+    for got, expected in zip(answer, want, strict=True):
+        for key, value in expected.items():
+            assert got[key] == (value if key == "name" else pytest.approx(value, rel=1e-9)), (key, got, expected)
+
+
 @pytest.mark.parametrize(
     "filters", [{}, {"host": "a"}, {"host": "b", "pid": 10}, {"pid": 11, "tag": "t1"}, {"cudaError": "failed"}]
 )
@@ -261,12 +270,7 @@ def test_the_kernel_summary_equals_numpy(client, filters):
         and k["tag"] == filters.get("tag", k["tag"])
         and (k["cuda_error"] != "cudaSuccess" or "cudaError" not in filters)
     ]
-    answer = client.get("/spans/summary", query_string=filters).get_json()["items"]
-    want = expected_summary(chosen)
-    assert [item["name"] for item in answer] == [item["name"] for item in want]
-    for got, expected in zip(answer, want, strict=True):
-        for key, value in expected.items():
-            assert got[key] == (value if key == "name" else pytest.approx(value, rel=1e-9)), (key, got, expected)
+    assert_summary(client.get("/spans/summary", query_string=filters).get_json()["items"], chosen)
 
 
 def test_hosts_posting_at_once_add_up_in_the_summary(app):
@@ -287,12 +291,7 @@ def test_hosts_posting_at_once_add_up_in_the_summary(app):
     for thread in threads:
         thread.join()
     assert set(answers) == {201}, answers
-    answer = app.test_client().get("/spans/summary").get_json()["items"]
-    want = expected_summary(kernels)
-    assert [item["name"] for item in answer] == [item["name"] for item in want]
-    for got, expected in zip(answer, want, strict=True):
-        for key, value in expected.items():
-            assert got[key] == (value if key == "name" else pytest.approx(value, rel=1e-9)), (key, got, expected)
+    assert_summary(app.test_client().get("/spans/summary").get_json()["items"], kernels)
 
 
 def test_a_filtered_summary_keeps_to_its_type_and_name(client):
