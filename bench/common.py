@@ -306,9 +306,11 @@ SERVICE_ENV = {"WORKERS": "2", "LOG_LEVEL": "WARNING", "METRICS_RETENTION_HOURS"
 @contextmanager
 def service(env: dict[str, str], folder: Path, root: Path = ROOT) -> Iterator[Server]:
     """The real gunicorn (tests/conftest.py's Server) from the checkout at `root`, until the block ends."""
-    server = Server({**SERVICE_ENV, **env}, folder, root=root)
+    full = {**SERVICE_ENV, **env}
+    server = Server(full, folder, root=root)
     try:
         server.wait_ready()
+        server.wait_workers(int(full["WORKERS"]))  # a client that connects sooner stays with the first
         yield server
     finally:
         server.stop()

@@ -55,7 +55,8 @@ _warn_if_open(_settings)
 
 workers = _settings.workers
 # Threads let a worker answer /health while another request waits on the database.
-worker_class = "gthread"
+# gthread, spreading new connections over the workers (gpumetrics/worker.py).
+worker_class = "gpumetrics.worker.BalancedThreadWorker"
 threads = 4
 timeout = 60
 # `docker stop` sends SIGTERM and kills 10 s later: in-flight requests get 8 s to finish,
@@ -87,10 +88,12 @@ def worker_exit(server, worker) -> None:
 
 
 def child_exit(server, worker) -> None:
-    """A dead worker's live gauges go (observe.py keeps none today); its counts stay, counted."""
+    """A dead worker's live gauges go (observe.py keeps none today); its counts stay, counted.
+    Its connection slot is free for the worker that replaces it."""
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid, _metrics_dir)
+    worker.release()
 
 
 def on_exit(server) -> None:

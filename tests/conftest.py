@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import os
 import signal
 import socket
@@ -139,6 +141,37 @@ class Server:
     def worker_pids(self) -> set[int]:
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         return {int(pid) for pid in children.read_text().split()} if children.exists() else set()
+
+    def client_sockets(self) -> dict[int, str]:
+        """The server's end of each client connection it holds open: client port -> socket inode, from /proc."""
+        found = {}
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote, inode = int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16), fields[9]
+            if local == self.port and remote and inode != "0":
+                found[remote] = f"socket:[{inode}]"
+        return found
+
+    def owners(self, client_ports: list[int]) -> list[int]:
+        """The worker (pid) that holds each client connection, 0 for none."""
+        inodes, owner = self.client_sockets(), {}
+        for pid in self.worker_pids():
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    owner[os.readlink(fd)] = pid
+        return [owner.get(inodes.get(port), 0) for port in client_ports]
+
+    def wait_workers(self, count: int, timeout: float = 60) -> None:
+        """Until each of `count` workers has answered a connection: the first answer (wait_ready)
+        can come while the others still boot, and a client that connects then stays with it."""
+        seen, deadline = set(), time.monotonic() + timeout
+        while len(seen - {0}) < count:
+            assert time.monotonic() < deadline, f"workers that answered: {seen}"
+            with contextlib.closing(http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)) as conn:
+                conn.request("GET", "/health")
+                conn.getresponse().read()
+                seen.update(self.owners([conn.sock.getsockname()[1]]))
+        wait_for(lambda: not self.client_sockets(), timeout)
 
     def kill(self) -> None:
         """SIGKILL the master and its workers at once, as when its host dies."""

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import signal
 import socket
+import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from conftest import GUNICORN, ROOT
+from conftest import GUNICORN, ROOT, wait_for
 from samples import FIELDS, record
 
 import config
@@ -121,3 +124,28 @@ def test_sigterm_lets_requests_in_flight_finish_and_stops_within_docker_stops_10
         server.process.wait(timeout=30)
     assert time.monotonic() - stopped < 9.5, "gunicorn must be done before docker's SIGKILL"
     assert server.process.returncode == 0
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the HTTP layer alone
+def test_keep_alive_clients_that_connect_at_once_are_spread_over_the_workers(gunicorn):
+    """Crawlers keep their connection; were they all on one worker, one core would serve them.
+    Four busy clients connect together, three times over: each worker gets two."""
+    server = gunicorn(WORKERS="2")
+    server.wait_workers(2)
+    for _ in range(3):
+        wait_for(lambda: not server.client_sockets())  # the workers hold no connection
+        conns = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=30) for _ in range(4)]
+        start = threading.Barrier(4)
+
+        def busy(conn, start=start) -> None:
+            start.wait()
+            for _ in range(50):
+                conn.request("GET", "/health")
+                conn.getresponse().read()
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(busy, conns))
+        owners = server.owners([conn.sock.getsockname()[1] for conn in conns])
+        for conn in conns:
+            conn.close()
+        assert 0 not in owners and sorted(Counter(owners).values()) == [2, 2], owners
