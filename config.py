@@ -117,6 +117,15 @@ class Settings:
         "PORT", "8080", _integer(1, 65535), "a port from 1 to 65535", "Port gunicorn (and `python wsgi.py`) listens on."
     )
     workers: int = setting("WORKERS", "2", _integer(1, 64), "an integer from 1 to 64", "Gunicorn worker processes.")
+    threads: int = setting(
+        "THREADS",
+        "1",
+        _integer(1, 64),
+        "an integer from 1 to 64",
+        "Requests each worker answers at once. 1 is the fastest for the crawler's small POSTs (no"
+        " worker's threads compete for Python's lock); more let a worker go on answering while a"
+        " long export or a slow client holds one of its threads.",
+    )
     database_url: str = setting(
         "DATABASE_URL",
         "sqlite:///./metrics.db",

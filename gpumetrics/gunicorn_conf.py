@@ -54,10 +54,9 @@ with _startup.one_line():
 _warn_if_open(_settings)
 
 workers = _settings.workers
-# Threads let a worker answer /health while another request waits on the database.
-# gthread, spreading new connections over the workers (gpumetrics/worker.py).
+# gthread, sharing new connections out by how busy each worker is (gpumetrics/worker.py).
 worker_class = "gpumetrics.worker.BalancedThreadWorker"
-threads = 4
+threads = _settings.threads
 timeout = 60
 # `docker stop` sends SIGTERM and kills 10 s later: in-flight requests get 8 s to finish,
 # and the master the rest to exit cleanly.

@@ -149,3 +149,26 @@ def test_keep_alive_clients_that_connect_at_once_are_spread_over_the_workers(gun
         for conn in conns:
             conn.close()
         assert 0 not in owners and sorted(Counter(owners).values()) == [2, 2], owners
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the HTTP layer alone
+def test_a_worker_held_by_a_long_request_leaves_new_connections_to_the_others(gunicorn):
+    """THREADS=1: a worker whose one thread waits on a slow client answers nothing else. New
+    connections go to the other worker, although it already holds more connections."""
+    server = gunicorn(WORKERS="2", THREADS="1")
+    server.wait_workers(2)
+    body = json.dumps([record("power", second) for second in range(50)]).encode()
+    with send_head_and_part(server.url, body, 100) as slow:
+        wait_for(lambda: len(server.client_sockets()) == 1)
+        (held_by,) = server.owners([slow.getsockname()[1]])
+        time.sleep(1.0)  # its worker has been busy for a while
+        conns = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=5) for _ in range(4)]
+        for conn in conns:  # kept open: the other worker holds more and more connections
+            conn.request("GET", "/health")
+            assert conn.getresponse().read()
+        owners = server.owners([conn.sock.getsockname()[1] for conn in conns])
+        assert held_by not in owners and 0 not in owners, (held_by, owners)
+        slow.sendall(body[100:])
+        assert slow.recv(4096).startswith(b"HTTP/1.1 201 ")
+        for conn in conns:
+            conn.close()
