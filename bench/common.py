@@ -226,8 +226,8 @@ class RawWriter(DriverInserts):
     def rows(self, records: list[dict[str, Any]]) -> list[list[Any]]:
         """prepare()'s rows with their GPU ids, the GPUs made or updated by the service's own code."""
         batch = prepare(records)
-        with self.db.writing() as session:
-            ids = resolve_gpus(session, batch.sightings)
+        with self.db.writing() as conn:
+            ids = resolve_gpus(conn, batch.sightings)
         return [[ids[key], *row] for key, row in zip(batch.keys, batch.rows, strict=True)]
 
     def close(self) -> None:
@@ -247,8 +247,8 @@ def load_records(url: str, rows: Iterable[dict[str, Any]], total: int, chunk: in
     try:
         while part := list(itertools.islice(source, chunk)):
             batch = prepare(canonical(part))
-            with db.writing() as session:
-                store_records(session, batch)
+            with db.writing() as conn:
+                store_records(conn, batch)
             done += len(part)
             if done % 1_000_000 < chunk or done == total:
                 print(f"  {done:,} / {total:,} records, {done / (time.perf_counter() - began):,.0f}/s", flush=True)

@@ -416,8 +416,7 @@ def statements(db: Database) -> Iterator[list[tuple[str, Any]]]:
 def replay(db: Database, statement: str, parameters: Any, repeat: int) -> list[float]:
     """Seconds to run one captured statement and fetch every row (SQLite does most of its work while fetching)."""
     spent = []
-    with db.reading() as session:
-        conn = session.connection()
+    with db.reading() as conn:
         for _ in range(repeat):
             began = time.perf_counter()
             conn.exec_driver_sql(statement, parameters).fetchall()
@@ -429,8 +428,8 @@ def plan(db: Database, statement: str, parameters: Any) -> list[str]:
     """SQLite's EXPLAIN QUERY PLAN, or PostgreSQL's EXPLAIN (ANALYZE, BUFFERS), as lines."""
     sqlite = db.backend.name == "sqlite"
     prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN (ANALYZE, BUFFERS) "
-    with db.reading() as session:
-        rows = session.connection().exec_driver_sql(prefix + statement, parameters).fetchall()
+    with db.reading() as conn:
+        rows = conn.exec_driver_sql(prefix + statement, parameters).fetchall()
     return [f"{row[1]:>3} {row[3]}" if sqlite else row[0] for row in rows]
 
 

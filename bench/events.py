@@ -151,8 +151,8 @@ def validated(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def span_rows(db: Database, events: list[dict[str, Any]]) -> list[list[Any]]:
     """The spans rows of events, host and boot from the service's clocks.assign."""
     batch = prepare_events(events)
-    with db.writing() as session:
-        assigned = clocks.assign(session, list(zip(batch.hosts, batch.times, strict=True)), time.time_ns())
+    with db.writing() as conn:
+        assigned = clocks.assign(conn, list(zip(batch.hosts, batch.times, strict=True)), time.time_ns())
     return [[clock.host, clock.boot, *row] for clock, row in zip(assigned, batch.spans, strict=True)]
 
 
@@ -512,8 +512,8 @@ def load_kernels(url: str, count: int) -> Counter[tuple[str, int]]:
             if len(group) < LOAD_EVENTS and done + len(group) < count:
                 continue
             records, events = prepare_all([], validated(group))
-            with db.writing() as session:
-                store_all(session, records, events, time.time_ns())
+            with db.writing() as conn:
+                store_all(conn, records, events, time.time_ns())
             done, group = done + len(group), []
             if done % 200_000 == 0 or done == count:
                 print(f"  loaded {done:,} / {count:,}, {done / (time.perf_counter() - began):,.0f}/s", flush=True)
@@ -558,8 +558,8 @@ def time_summary(db: Database, query: dict[str, str], repeat: int) -> list[float
     filters, took = span_store.SpanFilters(**query), []
     for turn in range(repeat + 1):
         began = time.perf_counter()
-        with db.reading() as session:
-            span_store.summary(session, filters)
+        with db.reading() as conn:
+            span_store.summary(conn, filters)
         if turn:
             took.append(time.perf_counter() - began)
     return took
@@ -575,8 +575,8 @@ def captured(db: Database, query: dict[str, str]) -> list[tuple[str, Any]]:
 
     event.listen(db.engine, "before_cursor_execute", note)
     try:
-        with db.reading() as session:
-            span_store.summary(session, span_store.SpanFilters(**query))
+        with db.reading() as conn:
+            span_store.summary(conn, span_store.SpanFilters(**query))
     finally:
         event.remove(db.engine, "before_cursor_execute", note)
     return sent

@@ -7,10 +7,10 @@ what the `latest` table (a copy of each GPU's newest record per kind, kept curre
 every write) is for. This loads a synthetic fleet (125 hosts x 8 GPUs, every kind, a few
 samples a GPU, ending a second ago) through the service's own write path (validate,
 prepare, store_records: bench/common.py's load_records), so `latest` is built exactly as
-in production. It then captures the one statement `store.latest.read(session, Filters())`
+in production. It then captures the one statement `store.latest.read(conn, Filters())`
 runs, times the database's own work on it (`SELECT count(*) FROM (statement)`: run to its
 last row, none shipped to Python) against 10 ms, and the statement with every row fetched
-(in an open reading session; median of --repeat), whose rows cost Python more than the
+(in an open reading connection; median of --repeat), whose rows cost Python more than the
 database, and prints its plan (SQLite: EXPLAIN QUERY
 PLAN; PostgreSQL: EXPLAIN ANALYZE) to show which indexes it uses. Its same-run partner is
 the floor of the same rows: `SELECT * FROM latest` (no join, no order), timed
@@ -60,25 +60,24 @@ def fleet(hosts: int, gpus: int, samples: int) -> Iterator[dict[str, Any]]:
 
 def captured(db: Database) -> tuple[str, Any, int]:
     """The statement latest.read runs for the whole fleet, its parameters, and how many records it answers."""
-    with db.reading() as session, compare.statements(db) as ran:
-        answered = len(latest.read(session, Filters()))
+    with db.reading() as conn, compare.statements(db) as ran:
+        answered = len(latest.read(conn, Filters()))
     if len(ran) != 1:
         raise SystemExit(f"latest.read ran {len(ran)} SELECTs, not one: {ran}")
     return *ran[0], answered
 
 
 def time_sql(db: Database, statement: str, parameters: Any, repeat: int) -> dict[str, list[float]]:
-    """Seconds of the statement, of its floor and of the whole latest.read, round-robin in one open session."""
+    """Seconds of the statement, of its floor and of the whole latest.read, round-robin in one open connection."""
     spent: dict[str, list[float]] = {"engine": [], "sql": [], "floor": [], "read": []}
     # The database's own work: the statement run to its last row, none of them shipped to Python.
     counted = f"SELECT count(*) FROM ({statement}) AS answer"
-    with db.reading() as session:
-        conn = session.connection()
+    with db.reading() as conn:
         for number in range(2 + repeat):
             for name in spent:
                 began = time.perf_counter()
                 if name == "read":
-                    latest.read(session, Filters())
+                    latest.read(conn, Filters())
                 else:
                     asked = {"engine": (counted, parameters), "sql": (statement, parameters), "floor": (FLOOR, ())}
                     conn.exec_driver_sql(*asked[name]).fetchall()

@@ -142,13 +142,13 @@ def plan(url: str) -> list[str]:
     db = Database(url)
     lines = []
     try:
-        with db.reading() as session:
+        with db.reading() as conn:
             for name, query in (("GPUs", gpu_query), ("processes", process_query)):
                 since = times.now_micros() - 120 * common.SECOND  # STALE_AFTER_SEC's default
-                compiled = query(since).compile(session.get_bind(), compile_kwargs={"literal_binds": True})
+                compiled = query(since).compile(conn, compile_kwargs={"literal_binds": True})
                 explain = "EXPLAIN QUERY PLAN " if db.backend.name == "sqlite" else "EXPLAIN "
                 lines.append(f"{name}:")
-                lines += ["  " + " ".join(map(str, row)) for row in session.execute(text(explain + str(compiled)))]
+                lines += ["  " + " ".join(map(str, row)) for row in conn.execute(text(explain + str(compiled)))]
     finally:
         db.dispose()
     return lines

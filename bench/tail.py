@@ -66,8 +66,8 @@ def pipeline_rate(url: str, data: bytes) -> float:
         began = time.perf_counter()
         for lines in jsonl.read_lines(handle, 0, True):
             batch = prepare(lines.records)
-            with db.writing() as session:
-                store_records(session, batch)
+            with db.writing() as conn:
+                store_records(conn, batch)
             read += lines.read
         return read / (time.perf_counter() - began)
     finally:

@@ -63,8 +63,8 @@ def _import_file(db: Database, settings: Settings, path: Path) -> tuple[int, int
             outcome = None
             if lines.records or lines.events:
                 batch, events = prepare_all(lines.records, lines.events)
-                with db.writing() as session:
-                    outcome = store_all(session, batch, events, times.now_micros() * 1000)
+                with db.writing() as conn:
+                    outcome = store_all(conn, batch, events, times.now_micros() * 1000)
                 stored, duplicates = stored + outcome.stored, duplicates + outcome.duplicates
                 rejected += [(lines.last, f"a record refused: {why}") for why in set(outcome.refused.values())]
             observe.lines_ingested("import", lines, outcome)

@@ -34,8 +34,7 @@ from flask import Flask, Response, g, request
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, text
 
 from . import __version__, times
 from .db import backend_of
@@ -199,24 +198,24 @@ class StateCollector:
         yield from self.families
 
 
-def read_state(session: Session, settings: Settings) -> StateCollector:
+def read_state(conn: Connection, settings: Settings) -> StateCollector:
     """The database's size, each tailed file's bytes behind, retention's last run, the build."""
     build = GaugeMetricFamily("gpumetrics_build_info", "The running gpumetrics: its version.", labels=["version"])
     build.add_metric([__version__], 1)
     size = GaugeMetricFamily(
         "gpumetrics_database_size_bytes",
         "Size of the database in bytes: the SQLite file (without its WAL), or the PostgreSQL database.",
-        value=_database_size(session),
+        value=_database_size(conn),
     )
     behind = GaugeMetricFamily(
         "gpumetrics_tail_bytes_behind", "Bytes of a tailed file not read yet, at its last poll.", labels=["path"]
     )
     host = socket.gethostname()
     for path in settings.tailed_files:
-        report = jobs.file_report(session, host, _key(path))
+        report = jobs.file_report(conn, host, _key(path))
         behind.add_metric([_key(path)], report["bytesBehind"] or 0)
     families: list[Metric] = [build, size, behind]
-    last = jobs.last_run(session, "retention")
+    last = jobs.last_run(conn, "retention")
     if last is not None:
         started, finished = times.parse_iso(last["startedAt"]), times.parse_iso(last["finishedAt"])
         families.append(
@@ -236,8 +235,8 @@ def read_state(session: Session, settings: Settings) -> StateCollector:
     return StateCollector(families)
 
 
-def _database_size(session: Session) -> float:
-    return float(session.execute(text(backend_of(session).size_sql)).scalar_one())
+def _database_size(conn: Connection) -> float:
+    return float(conn.execute(text(backend_of(conn).size_sql)).scalar_one())
 
 
 def exposition(*collectors: Any) -> bytes:

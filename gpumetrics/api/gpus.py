@@ -32,5 +32,5 @@ class Gpus(MethodView):
     @blp.response(200, GpuList, example=EXAMPLE)
     def get(self, args):
         """List every GPU with records (of a host, an index, a UUID), and the time range they cover."""
-        with get_db().reading() as session:
-            return {"gpus": queries.gpu_list(session, queries.Filters.from_args(args))}
+        with get_db().reading() as conn:
+            return {"gpus": queries.gpu_list(conn, queries.Filters.from_args(args))}

@@ -64,11 +64,11 @@ def _jobs() -> dict:
     """What the jobs recorded in the database, so that every worker of every replica can answer."""
     settings = get_settings()
     host = socket.gethostname()
-    with get_db().reading() as session:
-        runners = jobs.runners(session)
+    with get_db().reading() as conn:
+        runners = jobs.runners(conn)
         keys = [str(Path(path).absolute()) for path in settings.tailed_files]
-        files = {key: jobs.file_report(session, host, key) for key in keys}
-        last_retention = jobs.last_run(session, "retention")
+        files = {key: jobs.file_report(conn, host, key) for key in keys}
+        last_retention = jobs.last_run(conn, "retention")
     return {
         "runners": {name: runners.get(name) for name in job_names(settings)},
         "files": files,

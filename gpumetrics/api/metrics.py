@@ -206,8 +206,8 @@ class Metrics(MethodView):
         stored = Stored()
         if checked.records or checked.events:
             batch, events = prepare_all(checked.records, checked.events, checked.origins)
-            with get_db().writing() as session:
-                stored = store_all(session, batch, events, times.now_micros() * 1000)
+            with get_db().writing() as conn:
+                stored = store_all(conn, batch, events, times.now_micros() * 1000)
         if stored.refused:
             refusals = [{"index": i, "errors": {"timestamp": [why]}} for i, why in stored.refused.items()]
             checked.rejected = sorted(checked.rejected + refusals, key=lambda item: item["index"])
@@ -231,9 +231,9 @@ class Metrics(MethodView):
         if args.get("aggregate"):
             return redirect(url_for("metrics.Aggregate", **request.args.to_dict(flat=False)), 308)
         try:
-            with get_db().reading() as session:
+            with get_db().reading() as conn:
                 items, next_cursor = queries.page(
-                    session, queries.Filters.from_args(args), args["limit"], args["order"], args.get("cursor")
+                    conn, queries.Filters.from_args(args), args["limit"], args["order"], args.get("cursor")
                 )
         except queries.BadCursor as error:
             abort(422, errors={"query": {"cursor": [str(error)]}})
@@ -247,9 +247,9 @@ class Aggregate(MethodView):
     @blp.response(200, AggregateResult, example=AGGREGATE_EXAMPLE)
     def get(self, args):
         """Compute one aggregate (avg, min, max, sum, count) over the filtered records."""
-        with get_db().reading() as session:
+        with get_db().reading() as conn:
             value, count = queries.aggregate(
-                session, queries.Filters.from_args(args), args["aggregate"], args.get("field")
+                conn, queries.Filters.from_args(args), args["aggregate"], args.get("field")
             )
         return {
             "aggregate": args["aggregate"],

@@ -31,8 +31,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from marshmallow import ValidationError
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
-from sqlalchemy import Select, case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Select, case, func, select
 
 from .. import observe, times
 from ..db.tables import gpus, latest
@@ -144,9 +143,9 @@ def process_query(since: int) -> Select:
     )
 
 
-def read_fleet(session: Session, since: int) -> tuple[Sequence[Any], Sequence[Any]]:
+def read_fleet(conn: Connection, since: int) -> tuple[Sequence[Any], Sequence[Any]]:
     """The GPUs' rows and the processes' rows of a scrape."""
-    return session.execute(gpu_query(since)).all(), session.execute(process_query(since)).all()
+    return conn.execute(gpu_query(since)).all(), conn.execute(process_query(since)).all()
 
 
 def escape(value: str) -> str:
@@ -212,8 +211,8 @@ class Prometheus(MethodView):
             abort(422, errors={"query": error.messages})
         settings = get_settings()
         since = times.now_micros() - int(settings.stale_after_sec * 1_000_000)
-        with get_db().reading() as session:
-            gpu_rows, process_rows = read_fleet(session, since)
-            state = observe.read_state(session, settings)
+        with get_db().reading() as conn:
+            gpu_rows, process_rows = read_fleet(conn, since)
+            state = observe.read_state(conn, settings)
         body = render_fleet(gpu_rows, process_rows).encode() + observe.exposition(state)
         return Response(body, content_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -98,8 +98,8 @@ class MetricSeries(MethodView):
             records_since=None if hours is None else times.now_micros() - int(hours * HOUR),
         )
         try:
-            with get_db().reading() as session:
-                found = charts.series(session, request)
+            with get_db().reading() as conn:
+                found = charts.series(conn, request)
         except charts.RecordsExpired as since:
             message = (
                 f"Percentiles need the records, kept METRICS_RETENTION_HOURS={hours:g}: start at or after {since}."
@@ -125,8 +125,8 @@ class LatestValues(MethodView):
     @blp.response(200, LatestResult, example=LATEST_EXAMPLE)
     def get(self, args):
         """The newest record of every GPU and kind; for processes, every process at the newest time."""
-        with get_db().reading() as session:
-            return {"items": newest.read(session, queries.Filters.from_args(args))}
+        with get_db().reading() as conn:
+            return {"items": newest.read(conn, queries.Filters.from_args(args))}
 
 
 @blp.route("/export")

@@ -73,10 +73,8 @@ class Spans(MethodView):
     def get(self, args):
         """Scopes and kernels that overlap the window, by start time, a page at a time."""
         try:
-            with get_db().reading() as session:
-                items, cursor = spans.page(
-                    session, spans.SpanFilters.from_args(args), args["limit"], args.get("cursor")
-                )
+            with get_db().reading() as conn:
+                items, cursor = spans.page(conn, spans.SpanFilters.from_args(args), args["limit"], args.get("cursor"))
         except spans.BadCursor as error:
             abort(422, errors={"query": {"cursor": [str(error)]}})
         return {"items": items, "next": cursor}
@@ -89,8 +87,8 @@ class Summary(MethodView):
     @blp.response(200, SpanSummary, example=SUMMARY_EXAMPLE)
     def get(self, args):
         """Per kernel (or scope) name, like Nsight Systems' cuda_gpu_kern_sum: time share, count, statistics."""
-        with get_db().reading() as session:
-            return {"items": spans.summary(session, spans.SpanFilters.from_args(args))}
+        with get_db().reading() as conn:
+            return {"items": spans.summary(conn, spans.SpanFilters.from_args(args))}
 
 
 @blp.route("/processes")
@@ -100,5 +98,5 @@ class Processes(MethodView):
     @blp.response(200, ProcessList, example=PROCESSES_EXAMPLE)
     def get(self, args):
         """Every process that sent events: app, first and last event, shutdown, spans."""
-        with get_db().reading() as session:
-            return {"processes": spans.process_list(session, args.get("host"), args.get("app"))}
+        with get_db().reading() as conn:
+            return {"processes": spans.process_list(conn, args.get("host"), args.get("app"))}

@@ -41,5 +41,5 @@ class Stats(MethodView):
     @blp.response(200, StatsResult, example=EXAMPLE)
     def get(self, args):
         """Count, time range and min/max/avg/last of every field, per GPU and kind."""
-        with get_db().reading() as session:
-            return {"gpus": queries.stats(session, queries.Filters.from_args(args))}
+        with get_db().reading() as conn:
+            return {"gpus": queries.stats(conn, queries.Filters.from_args(args))}

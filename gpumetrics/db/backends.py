@@ -25,7 +25,6 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Integer, create_engine, delete, event, func, select, text
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import Function
 
 from .locks import AdvisoryLock, FileLock, JobLock
@@ -107,20 +106,20 @@ class Backend:
         finally:
             cursor.close()
 
-    def lock_hosts(self, session: Session, hosts: Iterable[str]) -> None:
+    def lock_hosts(self, conn: Connection, hosts: Iterable[str]) -> None:
         """Serialise writers of one host's GPUs across replicas, in a fixed order."""
 
     def sum(self, column: Any) -> Function:
         return func.sum(column)
 
-    def delete_oldest(self, session: Session, table: Any, cutoff: int, batch: int) -> int:
+    def delete_oldest(self, conn: Connection, table: Any, cutoff: int, batch: int) -> int:
         """Delete up to `batch` rows of `table` with ts < cutoff, oldest first."""
         oldest = select(table.c.id).where(table.c.ts < cutoff).order_by(table.c.ts).limit(batch)
-        return session.execute(delete(table).where(table.c.id.in_(oldest.scalar_subquery()))).rowcount
+        return conn.execute(delete(table).where(table.c.id.in_(oldest.scalar_subquery()))).rowcount
 
-    def delete_ids(self, session: Session, table: str, ids_sql: str, params: dict[str, Any]) -> int:
+    def delete_ids(self, conn: Connection, table: str, ids_sql: str, params: dict[str, Any]) -> int:
         """Delete the rows of `table` whose id the query `ids_sql` (bound `params`) yields."""
-        return session.execute(text(f"DELETE FROM {table} WHERE id IN ({ids_sql})"), params).rowcount
+        return conn.execute(text(f"DELETE FROM {table} WHERE id IN ({ids_sql})"), params).rowcount
 
     def job_lock(self, name: str, lock_path: str | None) -> JobLock:
         """The lock that lets exactly one process of the deployment run job `name`."""
@@ -251,19 +250,19 @@ class PostgresBackend(Backend):
     def placeholders(self, sql: str) -> str:
         return sql.replace("?", "%s")
 
-    def lock_hosts(self, session: Session, hosts: Iterable[str]) -> None:
+    def lock_hosts(self, conn: Connection, hosts: Iterable[str]) -> None:
         for host in sorted(set(hosts)):
-            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": zlib.crc32(host.encode())})
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": zlib.crc32(host.encode())})
 
-    def delete_oldest(self, session: Session, table: Any, cutoff: int, batch: int) -> int:
+    def delete_oldest(self, conn: Connection, table: Any, cutoff: int, batch: int) -> int:
         # PostgreSQL plans `id IN (subquery)` as a scan of the whole table, each batch;
         # `id = ANY(ARRAY(subquery))` walks the ts index (26 times faster, bench/retention.py).
         sql = f"DELETE FROM {table.name} WHERE id = ANY(ARRAY(SELECT id FROM {table.name} WHERE ts < :cutoff ORDER BY ts LIMIT :n))"  # noqa: E501
-        return session.execute(text(sql), {"cutoff": cutoff, "n": batch}).rowcount
+        return conn.execute(text(sql), {"cutoff": cutoff, "n": batch}).rowcount
 
-    def delete_ids(self, session: Session, table: str, ids_sql: str, params: dict[str, Any]) -> int:
+    def delete_ids(self, conn: Connection, table: str, ids_sql: str, params: dict[str, Any]) -> int:
         # `id IN (subquery)` is planned as a scan of the whole table each batch; `= ANY(ARRAY(...))` is not.
-        return session.execute(text(f"DELETE FROM {table} WHERE id = ANY(ARRAY({ids_sql}))"), params).rowcount
+        return conn.execute(text(f"DELETE FROM {table} WHERE id = ANY(ARRAY({ids_sql}))"), params).rowcount
 
     def job_lock(self, name: str, lock_path: str | None) -> JobLock:
         return AdvisoryLock(self.url.render_as_string(hide_password=False), name)

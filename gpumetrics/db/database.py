@@ -1,7 +1,9 @@
-"""One engine per app (or job process), and the two ways to hold a session: reading and writing.
+"""One engine per app (or job process), and the two ways to hold a connection: reading and writing.
 
-Sessions are scoped here, outside the store functions that use them: one per request
+Transactions are scoped here, outside the store functions that use them: one per request
 or per job batch. The backend (backends.py) supplies what differs between databases.
+Store functions get a Core Connection, not an ORM Session: there are no mapped classes,
+and a Session's bookkeeping cost more than the write of one event (bench/events.py).
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.engine import Connection, Engine, make_url
 
 from .backends import Backend, backend_for
 from .locks import JobLock
@@ -25,27 +26,27 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class Database:
-    """The engine, its backend and the session factories."""
+    """The engine, its backend and the two kinds of connection."""
 
     def __init__(self, url: str) -> None:
         self.url = make_url(url)
         self.backend: Backend = backend_for(self.url)
         self.engine: Engine = self.backend.create_engine()
-        # Store functions find the backend in the session they are given.
-        self._read = sessionmaker(self.engine, info={"backend": self.backend})
-        self._write = sessionmaker(self.engine.execution_options(writing=True), info={"backend": self.backend})
+        # Store functions find the backend in the connection they are given (db.backend_of).
+        self._read = self.engine.execution_options(backend=self.backend)
+        self._write = self._read.execution_options(writing=True)
 
     @contextmanager
-    def reading(self) -> Iterator[Session]:
-        """A session for queries; its transaction ends (rolled back) on exit."""
-        with self._read() as session:
-            yield session
+    def reading(self) -> Iterator[Connection]:
+        """A connection for queries; its transaction ends (rolled back) on exit."""
+        with self._read.connect() as conn:
+            yield conn
 
     @contextmanager
-    def writing(self) -> Iterator[Session]:
-        """A session whose transaction commits on success and rolls back on error."""
-        with self.backend.write_turn(), self._write() as session, session.begin():
-            yield session
+    def writing(self) -> Iterator[Connection]:
+        """A connection whose transaction commits on success and rolls back on error."""
+        with self.backend.write_turn(), self._write.begin() as conn:
+            yield conn
 
     def upgrade(self, revision: str = "head") -> str | None:
         """Bring the schema up to date with the Alembic migrations; return the revision it was at.

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from .. import observe, times
 from ..db import Database
@@ -34,15 +34,15 @@ def purge_spans(db: Database, retention_hours: float, batch: int = BATCH_ROWS, p
         raise ValueError(f"a retention window must be positive, not {retention_hours!r}")
     cutoff_ns = (times.now_micros() - int(retention_hours * HOUR_MICROS)) * 1000
 
-    def spans_batch(session) -> tuple[int, bool]:
-        gone = expiry.delete_expired_spans(session, cutoff_ns, batch)
+    def spans_batch(conn) -> tuple[int, bool]:
+        gone = expiry.delete_expired_spans(conn, cutoff_ns, batch)
         return gone, gone == batch
 
     deleted = _in_batches(db, spans_batch, pause)[0]
-    with db.writing() as session:
-        expiry.forget_old_events(session, cutoff_ns)
+    with db.writing() as conn:
+        expiry.forget_old_events(conn, cutoff_ns)
         if deleted:
-            names.rebuild(session)
+            names.rebuild(conn)
     log.info("retention: deleted %d spans older than %s", deleted, times.to_iso(cutoff_ns // 1000))
     return deleted
 
@@ -61,8 +61,8 @@ def purge(
     started = times.now_micros()
     cutoff = minute_of(started - int(retention_hours * HOUR_MICROS))
 
-    def records_batch(session) -> tuple[int, bool]:
-        gone = expiry.delete_expired(session, cutoff, batch)
+    def records_batch(conn) -> tuple[int, bool]:
+        gone = expiry.delete_expired(conn, cutoff, batch)
         return gone, gone == batch
 
     deleted, batches = _in_batches(db, records_batch, pause)
@@ -70,31 +70,31 @@ def purge(
     if rollup_days is not None:
         rollup_cutoff = min(cutoff, minute_of(started - int(rollup_days * 24 * HOUR_MICROS)))
 
-        def rollups_batch(session) -> tuple[int, bool]:
-            gone = expiry.delete_expired_rollups(session, rollup_cutoff, ROLLUP_BATCH_MINUTES)
+        def rollups_batch(conn) -> tuple[int, bool]:
+            gone = expiry.delete_expired_rollups(conn, rollup_cutoff, ROLLUP_BATCH_MINUTES)
             return gone, gone > 0
 
         rollups_deleted = _in_batches(db, rollups_batch, pause)[0]
-    with db.reading() as session:
-        expiry.warm_up(session, since=cutoff)
-    with db.writing() as session:
-        sealed.note_expired_before(session, cutoff)
-        expiry.delete_expired_latest(session, cutoff)
-        gpus_gone = expiry.forget_empty_gpus(session, since=cutoff)
+    with db.reading() as conn:
+        expiry.warm_up(conn, since=cutoff)
+    with db.writing() as conn:
+        sealed.note_expired_before(conn, cutoff)
+        expiry.delete_expired_latest(conn, cutoff)
+        gpus_gone = expiry.forget_empty_gpus(conn, since=cutoff)
         outcome = {"deleted": deleted, "batches": batches, "rollupsDeleted": rollups_deleted}
         outcome |= {"gpusForgotten": gpus_gone, "cutoff": times.to_iso(cutoff)}
-        jobs.save_run(session, "retention", started, outcome)
+        jobs.save_run(conn, "retention", started, outcome)
     log.info("retention: deleted %d records older than %s in %d batches", deleted, times.to_iso(cutoff), batches)
     observe.retention_deleted(deleted)
     return deleted
 
 
-def _in_batches(db: Database, delete_some: Callable[[Session], tuple[int, bool]], pause: float) -> tuple[int, int]:
+def _in_batches(db: Database, delete_some: Callable[[Connection], tuple[int, bool]], pause: float) -> tuple[int, int]:
     """Run `delete_some` (rows deleted, more left?) each in its own write transaction; (rows, batches)."""
     deleted, batches = 0, 0
     while True:
-        with db.writing() as session:
-            gone, more = delete_some(session)
+        with db.writing() as conn:
+            gone, more = delete_some(conn)
         deleted, batches = deleted + gone, batches + 1
         if not more:
             return deleted, batches

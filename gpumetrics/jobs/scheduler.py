@@ -87,8 +87,8 @@ class Jobs:
                 continue
             if lock.try_acquire():
                 log.info("pid %d runs the %s job", os.getpid(), name)
-                with self.db.writing() as session:
-                    job_status.save_runner(session, name, f"{socket.gethostname()}:{os.getpid()}")
+                with self.db.writing() as conn:
+                    job_status.save_runner(conn, name, f"{socket.gethostname()}:{os.getpid()}")
                 self.running.add(name)
                 self._schedule(name)
 

@@ -154,16 +154,16 @@ class Tailer:
         """The path cannot be read: read the rest of a file renamed away from it; note its state."""
         state = MISSING if isinstance(error, FileNotFoundError) else UNREADABLE
         consumed = self._follow(None)
-        with self.db.reading() as session:
-            known = load_path_state(session, self.host, self.key)
+        with self.db.reading() as conn:
+            known = load_path_state(conn, self.host, self.key)
         self._note(known, state, None, error.strerror)
         return consumed
 
     def _present(self, handle: IO[bytes], head: str | None) -> int:
         """Read the file at the path on from its checkpoint, or, new here, after the files it replaced."""
-        with self.db.reading() as session:
-            known = load_path_state(session, self.host, self.key)
-            checkpoint = None if head is None else load_checkpoint(session, self.key, head)
+        with self.db.reading() as conn:
+            known = load_path_state(conn, self.host, self.key)
+            checkpoint = None if head is None else load_checkpoint(conn, self.key, head)
         consumed = 0
         if checkpoint is None:
             consumed = self._follow(head)
@@ -184,8 +184,8 @@ class Tailer:
         complete line has the writer surely moved to it: then the old file's last line is
         taken even without its newline, and the old file is marked finished.
         """
-        with self.db.reading() as session:
-            candidates = unfinished_checkpoints(session, self.key, other_than=head)
+        with self.db.reading() as conn:
+            candidates = unfinished_checkpoints(conn, self.key, other_than=head)
         consumed = 0
         for found, checkpoint in _renamed(self.path, candidates):
             consumed += self._finish(found, checkpoint, finished=head is not None)
@@ -213,11 +213,11 @@ class Tailer:
         """The checkpoint of a file new at the path: this host's from before migration 0005
         when it is about the same file (device and inode), else a new one at its start."""
         stat = os.fstat(fd)
-        with self.db.writing() as session:
-            checkpoint = adopt_legacy(session, self.host, self.key, head, stat.st_dev, stat.st_ino)
+        with self.db.writing() as conn:
+            checkpoint = adopt_legacy(conn, self.host, self.key, head, stat.st_dev, stat.st_ino)
             if checkpoint is None:
                 checkpoint = Checkpoint(head, stat.st_dev, stat.st_ino)
-                save_checkpoint(session, self.host, self.key, checkpoint, previous=None)
+                save_checkpoint(conn, self.host, self.key, checkpoint, previous=None)
         if known is not None and known.fingerprint not in (None, head):
             log.info("%s: a new file (rotated, or truncated and refilled); reading it from its start", self.path)
         return checkpoint
@@ -268,8 +268,8 @@ class Tailer:
             lines_rejected=checkpoint.lines_rejected + len(lines.rejected),
             bytes_behind=max(os.fstat(fd).st_size - position, 0),
         )
-        with self.db.writing() as session:
-            stored = store_all(session, batch, events, received)
+        with self.db.writing() as conn:
+            stored = store_all(conn, batch, events, received)
             if stored.refused:
                 first = next(iter(stored.refused.values()))
                 log.warning("%s: %d records refused: %s", self.path, len(stored.refused), first)
@@ -278,13 +278,13 @@ class Tailer:
                 records_stored=checkpoint.records_stored + stored.stored,
                 duplicates=checkpoint.duplicates + stored.duplicates,
             )
-            save_checkpoint(session, self.host, self.key, new, previous=checkpoint)
+            save_checkpoint(conn, self.host, self.key, new, previous=checkpoint)
         observe.lines_ingested("file", lines, stored, self.key)
         return new
 
     def _save(self, checkpoint: Checkpoint, previous: Checkpoint) -> Checkpoint:
-        with self.db.writing() as session:
-            save_checkpoint(session, self.host, self.key, checkpoint, previous)
+        with self.db.writing() as conn:
+            save_checkpoint(conn, self.host, self.key, checkpoint, previous)
         return checkpoint
 
     def _note(self, known: PathState | None, state: str, head: str | None, reason: str | None = None) -> None:
@@ -299,5 +299,5 @@ class Tailer:
             log.info("%s: readable again, after being %s since %s", self.path, was, times.to_iso(known.since))
         elif state != was:
             log.warning("%s: %s (%s); checking again at each poll", self.path, state, reason)
-        with self.db.writing() as session:
-            save_path_state(session, self.host, self.key, now)
+        with self.db.writing() as conn:
+            save_path_state(conn, self.host, self.key, now)

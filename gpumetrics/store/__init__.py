@@ -1,1 +1,1 @@
-"""Reads and writes of stored records; every function takes a Session and never commits."""
+"""Reads and writes of stored records; every function takes a Connection and never commits."""

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from .. import times
 from ..db import backend_of
@@ -37,11 +37,11 @@ class Clock:
         return self.offset_ns + ns
 
 
-def _current(session: Session, hosts: set[str]) -> dict[str, Clock]:
+def _current(conn: Connection, hosts: set[str]) -> dict[str, Clock]:
     """The latest boot of each host (a POST of the crawler names one)."""
     sql = "SELECT host, boot, offset_ns, max_ns FROM host_clocks WHERE host = ? ORDER BY boot DESC LIMIT 1"
-    backend, connection = backend_of(session), session.connection()
-    found = (row for host in hosts for row in backend.fetch(connection, sql, (host,)))
+    backend = backend_of(conn)
+    found = (row for host in hosts for row in backend.fetch(conn, sql, (host,)))
     return {host: Clock(host, boot, offset_ns, max_ns) for host, boot, offset_ns, max_ns in found}
 
 
@@ -58,28 +58,28 @@ def observe(clock: Clock | None, host: str, ns: int, received_ns: int) -> Clock:
     return clock
 
 
-def assign(session: Session, hosts_and_times: Sequence[tuple[str, int]], received_ns: int) -> list[Clock]:
+def assign(conn: Connection, hosts_and_times: Sequence[tuple[str, int]], received_ns: int) -> list[Clock]:
     """The clock (host, boot, offset) of each event, in order; saves what was learned."""
-    backend_of(session).lock_hosts(session, {host for host, _ in hosts_and_times})
-    clocks: dict[str, Clock] = _current(session, {host for host, _ in hosts_and_times})
+    backend_of(conn).lock_hosts(conn, {host for host, _ in hosts_and_times})
+    clocks: dict[str, Clock] = _current(conn, {host for host, _ in hosts_and_times})
     out = []
     for host, ns in hosts_and_times:
         clock = observe(clocks.get(host), host, ns, received_ns)
         clocks[host] = clock
         out.append(clock)
-    _save({(c.host, c.boot): c for c in out if c.changed}.values(), session)
+    _save({(c.host, c.boot): c for c in out if c.changed}.values(), conn)
     return out
 
 
-def _save(changed: Any, session: Session) -> None:
+def _save(changed: Any, conn: Connection) -> None:
     rows = [(c.host, c.boot, c.offset_ns, c.max_ns, times.now_micros()) for c in changed]
     if not rows:
         return
-    backend = backend_of(session)
+    backend = backend_of(conn)
     sql = (
         "INSERT INTO host_clocks (host, boot, offset_ns, max_ns, updated_at) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (host, boot) DO UPDATE SET "
         f"offset_ns = {backend.smaller}(host_clocks.offset_ns, excluded.offset_ns), "
         f"max_ns = {backend.larger}(host_clocks.max_ns, excluded.max_ns), updated_at = excluded.updated_at"
     )
-    backend.executemany(session.connection(), sql, rows)
+    backend.executemany(conn, sql, rows)

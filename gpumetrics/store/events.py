@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from ..db import backend_of
 from ..records import crawler
@@ -76,11 +76,11 @@ def prepare_events(events: Sequence[dict[str, Any]]) -> EventBatch:
     return EventBatch(events, hosts, [own_time(event) for event in events], rows)
 
 
-def _insert(session: Session, table: str, columns: Sequence[str], rows: list, key_columns: Sequence[str]) -> list:
+def _insert(conn: Connection, table: str, columns: Sequence[str], rows: list, key_columns: Sequence[str]) -> list:
     """The rows added (a row that conflicts with a stored one is skipped)."""
     if not rows:
         return []
-    added = backend_of(session).insert_rows(session.connection(), table, columns, rows, key_columns)
+    added = backend_of(conn).insert_rows(conn, table, columns, rows, key_columns)
     if added is None:
         return rows
     wanted = {tuple(found) for found in added}
@@ -88,7 +88,7 @@ def _insert(session: Session, table: str, columns: Sequence[str], rows: list, ke
     return [row for row in rows if tuple(row[i] for i in at) in wanted]
 
 
-def _close_scopes(session: Session, rows: list) -> list:
+def _close_scopes(conn: Connection, rows: list) -> list:
     """scope_end events: close the open span, or add a closed one; returns the rows that did."""
     columns = ", ".join(SPAN_COLUMNS)
     sql = (
@@ -97,29 +97,29 @@ def _close_scopes(session: Session, rows: list) -> list:
         "duration_ns = excluded.duration_ns, state = 'closed', memory_end = excluded.memory_end "
         "WHERE spans.end_ns IS NULL"
     )
-    backend = backend_of(session)
+    backend = backend_of(conn)
     # One at a time: not every driver's executemany counts what an upsert changed.
-    return [row for row in rows if backend.execute_count(session.connection(), sql, row)]
+    return [row for row in rows if backend.execute_count(conn, sql, row)]
 
 
-def store_events(session: Session, batch: EventBatch, received_ns: int) -> Stored:
+def store_events(conn: Connection, batch: EventBatch, received_ns: int) -> Stored:
     """Store prepared events (in their order); duplicates are counted, not stored again."""
     if not batch.events:
         return Stored()
-    assigned = clocks.assign(session, list(zip(batch.hosts, batch.times, strict=True)), received_ns)
+    assigned = clocks.assign(conn, list(zip(batch.hosts, batch.times, strict=True)), received_ns)
     by_type: dict[str, list] = {}
     for event, clock, row in zip(batch.events, assigned, batch.spans, strict=True):
         by_type.setdefault(event["type"], []).append((event, clock, row))
-    kernels = _insert(session, "spans", SPAN_COLUMNS, _rows(by_type, "kernel"), SPAN_KEY)
-    opened = _insert(session, "spans", SPAN_COLUMNS, _rows(by_type, "scope_begin"), SPAN_KEY)
-    closed = _close_scopes(session, _rows(by_type, "scope_end"))
-    names.add(session, kernels + closed, SPAN_COLUMNS)
+    kernels = _insert(conn, "spans", SPAN_COLUMNS, _rows(by_type, "kernel"), SPAN_KEY)
+    opened = _insert(conn, "spans", SPAN_COLUMNS, _rows(by_type, "scope_begin"), SPAN_KEY)
+    closed = _close_scopes(conn, _rows(by_type, "scope_end"))
+    names.add(conn, kernels + closed, SPAN_COLUMNS)
     samples = [_sample(e, c) for e, c, _ in by_type.get("scope_sample", [])]
     stored = len(kernels) + len(opened) + len(closed)
-    stored += len(_insert(session, "scope_samples", SAMPLE_COLUMNS, samples, SAMPLE_KEY))
-    stored += _lifecycle(session, by_type.get("init", []), by_type.get("shutdown", []))
-    stored += _system_samples(session, by_type.get("system_sample", []))
-    _processes(session, [(e, c) for e, c in zip(batch.events, assigned, strict=True) if "pid" in e])
+    stored += len(_insert(conn, "scope_samples", SAMPLE_COLUMNS, samples, SAMPLE_KEY))
+    stored += _lifecycle(conn, by_type.get("init", []), by_type.get("shutdown", []))
+    stored += _system_samples(conn, by_type.get("system_sample", []))
+    _processes(conn, [(e, c) for e, c in zip(batch.events, assigned, strict=True) if "pid" in e])
     return Stored(stored, len(batch.events) - stored)
 
 
@@ -148,17 +148,15 @@ def _sample(event: dict[str, Any], clock: clocks.Clock) -> list:
     )
 
 
-def _lifecycle(session: Session, inits: list, shutdowns: list) -> int:
+def _lifecycle(conn: Connection, inits: list, shutdowns: list) -> int:
     """init and shutdown: noted on the process once; a shutdown abandons its open scopes."""
-    backend, connection, changed = backend_of(session), session.connection(), 0
+    backend, changed = backend_of(conn), 0
     for event, clock, _ in inits:
         row = (clock.host, clock.boot, event["pid"], event["app"], event["ts_ns"], event["ts_ns"], event["ts_ns"])
-        changed += backend.execute_count(
-            connection, _PROCESS_UPSERT.format(column="init_ns"), (*row, event.get("logPath"))
-        )
+        changed += backend.execute_count(conn, _PROCESS_UPSERT.format(column="init_ns"), (*row, event.get("logPath")))
     for event, clock, _ in shutdowns:
         row = (clock.host, clock.boot, event["pid"], event["app"], event["ts_ns"], event["ts_ns"], event["ts_ns"])
-        added = backend.execute_count(connection, _PROCESS_UPSERT.format(column="shutdown_ns"), (*row, None))
+        added = backend.execute_count(conn, _PROCESS_UPSERT.format(column="shutdown_ns"), (*row, None))
         changed += added
         if added:
             abandon = (  # ended at the shutdown at the latest; how long it ran is not known
@@ -166,7 +164,7 @@ def _lifecycle(session: Session, inits: list, shutdowns: list) -> int:
                 "WHERE host = ? AND boot = ? AND pid = ? AND end_ns IS NULL AND start_ns <= ?"
             )
             ns = event["ts_ns"]
-            backend.execute_count(connection, abandon, (ns, clock.host, clock.boot, event["pid"], ns))
+            backend.execute_count(conn, abandon, (ns, clock.host, clock.boot, event["pid"], ns))
     return changed
 
 
@@ -178,7 +176,7 @@ _PROCESS_UPSERT = (
 )
 
 
-def _processes(session: Session, pairs: list) -> None:
+def _processes(conn: Connection, pairs: list) -> None:
     """Every process's app and time range, one row per host, boot and pid."""
     spans: dict[tuple, list] = {}
     for event, clock in pairs:
@@ -188,24 +186,24 @@ def _processes(session: Session, pairs: list) -> None:
             spans[(clock.host, clock.boot, event["pid"])] = [event["app"], start, end]
         else:
             known[1], known[2] = min(known[1], start), max(known[2], end)
-    backend = backend_of(session)
+    backend = backend_of(conn)
     sql = (
         "INSERT INTO processes (host, boot, pid, app, first_ns, last_ns) VALUES (?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (host, boot, pid) DO UPDATE SET "
         f"first_ns = {backend.smaller}(processes.first_ns, excluded.first_ns), "
         f"last_ns = {backend.larger}(processes.last_ns, excluded.last_ns), app = excluded.app"
     )
-    backend.executemany(session.connection(), sql, [(*k, *v) for k, v in spans.items()])
+    backend.executemany(conn, sql, [(*k, *v) for k, v in spans.items()])
 
 
-def _system_samples(session: Session, samples: list) -> int:
+def _system_samples(conn: Connection, samples: list) -> int:
     """GPU samples not seen before become GPU records, as if the crawler had sent them."""
-    backend, connection = backend_of(session), session.connection()
+    backend = backend_of(conn)
     sql = f"INSERT INTO system_samples ({', '.join(_SEEN)}) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
-    new = [(e, c) for e, c, _ in samples if backend.execute_count(connection, sql, _seen(e, c))]
+    new = [(e, c) for e, c, _ in samples if backend.execute_count(conn, sql, _seen(e, c))]
     records = [record for event, clock in new for record in _gpu_records(event, clock)]
     if records:
-        store_records(session, prepare(records))
+        store_records(conn, prepare(records))
     return len(new)
 
 

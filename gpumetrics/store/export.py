@@ -25,8 +25,8 @@ def pages(db: Database, filters: queries.Filters) -> Iterator[list[dict[str, Any
     """Every record of the filters in time order, a page per read transaction."""
     cursor = None
     while True:
-        with db.reading() as session:
-            items, cursor = queries.page(session, filters, PAGE, "asc", cursor)
+        with db.reading() as conn:
+            items, cursor = queries.page(conn, filters, PAGE, "asc", cursor)
         if items:
             yield items
         if cursor is None:

@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from ..db import backend_of
 from ..db.tables import gpus, records
@@ -60,10 +59,10 @@ class Gpu:
 class Fleet:
     """The GPUs of a batch's hosts, loaded once; resolving a key writes what it learns."""
 
-    def __init__(self, session: Session, hosts: set[str]) -> None:
-        backend_of(session).lock_hosts(session, hosts)
-        self.session = session
-        self.gpus = [Gpu(**row._asdict()) for row in session.execute(select(gpus).where(gpus.c.host.in_(hosts)))]
+    def __init__(self, conn: Connection, hosts: set[str]) -> None:
+        backend_of(conn).lock_hosts(conn, hosts)
+        self.conn = conn
+        self.gpus = [Gpu(**row._asdict()) for row in conn.execute(select(gpus).where(gpus.c.host.in_(hosts)))]
         self.merged: dict[int, int] = {}  # id of a GPU merged away -> id of the GPU it joined
         self.seen: dict[int, Gpu] = {}  # GPUs whose name or time range the batch changed
 
@@ -87,7 +86,7 @@ class Fleet:
         rows = [(gpu.name, gpu.first_seen, gpu.last_seen, gpu.id) for gpu in self.seen.values() if gpu in self.gpus]
         if rows:
             sql = "UPDATE gpus SET name = ?, first_seen = ?, last_seen = ? WHERE id = ?"
-            backend_of(self.session).executemany(self.session.connection(), sql, rows)
+            backend_of(self.conn).executemany(self.conn, sql, rows)
 
     def current_id(self, gpu_id: int) -> int:
         """Where a GPU resolved earlier in the batch now is, after any merge."""
@@ -124,14 +123,14 @@ class Fleet:
     def _create(self, key: GpuKey, sighting: Sighting) -> Gpu:
         values = {"host": key.host, "gpu_index": key.index, "uuid": key.uuid, "name": sighting.name}
         values |= {"first_seen": sighting.first, "last_seen": sighting.last}
-        gpu_id = self.session.execute(insert(gpus).values(**values)).inserted_primary_key[0]
+        gpu_id = self.conn.execute(insert(gpus).values(**values)).inserted_primary_key[0]
         gpu = Gpu(id=gpu_id, **values)
         self.gpus.append(gpu)
         return gpu
 
     def _set(self, gpu: Gpu, **changes: object) -> None:
         if changes:
-            self.session.execute(update(gpus).where(gpus.c.id == gpu.id).values(**changes))
+            self.conn.execute(update(gpus).where(gpus.c.id == gpu.id).values(**changes))
             for name, value in changes.items():
                 setattr(gpu, name, value)
 
@@ -148,13 +147,13 @@ class Fleet:
             )
             .exists()
         )
-        twice = self.session.execute(select(*RECORD_LAYOUT).where(records.c.gpu_id == other.id, same_sample)).all()
+        twice = self.conn.execute(select(*RECORD_LAYOUT).where(records.c.gpu_id == other.id, same_sample)).all()
         dropped = rollups.summarize([row[0] for row in twice], twice, tuple(c.name for c in RECORD_LAYOUT))
-        self.session.execute(delete(records).where(records.c.gpu_id == other.id, same_sample))
-        self.session.execute(update(records).where(records.c.gpu_id == other.id).values(gpu_id=into.id))
-        rollups.move(self.session, other.id, into.id, dropped)
-        latest.rebuild(self.session, [into.id, other.id])
-        self.session.execute(delete(gpus).where(gpus.c.id == other.id))
+        self.conn.execute(delete(records).where(records.c.gpu_id == other.id, same_sample))
+        self.conn.execute(update(records).where(records.c.gpu_id == other.id).values(gpu_id=into.id))
+        rollups.move(self.conn, other.id, into.id, dropped)
+        latest.rebuild(self.conn, [into.id, other.id])
+        self.conn.execute(delete(gpus).where(gpus.c.id == other.id))
         self.gpus.remove(other)
         self.merged[other.id] = into.id
         self._set(
@@ -165,9 +164,9 @@ class Fleet:
         )
 
 
-def resolve_gpus(session: Session, seen: dict[GpuKey, Sighting]) -> dict[GpuKey, int]:
+def resolve_gpus(conn: Connection, seen: dict[GpuKey, Sighting]) -> dict[GpuKey, int]:
     """The GPU id of every key; GPUs are created, named and tied together as needed."""
-    fleet = Fleet(session, {key.host for key in seen})
+    fleet = Fleet(conn, {key.host for key in seen})
     resolved = {key: fleet.resolve(key, sighting) for key, sighting in seen.items()}
     fleet.save_sightings()
     return {key: fleet.current_id(gpu_id) for key, gpu_id in resolved.items()}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from .events import EventBatch, prepare_events, store_events
 from .write import Batch, Stored, prepare, store_records
@@ -20,8 +20,8 @@ def prepare_all(records: Sequence[dict[str, Any]], events: Sequence[dict[str, An
     return prepare(records, origins), prepare_events(events)
 
 
-def store_all(session: Session, batch: Batch, events: EventBatch, received_ns: int) -> Stored:
+def store_all(conn: Connection, batch: Batch, events: EventBatch, received_ns: int) -> Stored:
     """Store a prepared batch of records and of events; never commits."""
-    records = store_records(session, batch)
-    happened = store_events(session, events, received_ns)
+    records = store_records(conn, batch)
+    happened = store_events(conn, events, received_ns)
     return Stored(records.stored + happened.stored, records.duplicates + happened.duplicates, records.refused)

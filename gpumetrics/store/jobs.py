@@ -10,8 +10,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, insert, select, update
 
 from .. import times
 from ..db.tables import job_runners, job_runs, tail_files, tail_paths
@@ -66,13 +65,13 @@ def _checkpoint(row: Any) -> Checkpoint:
     return Checkpoint(**{name: getattr(row, name) for name in Checkpoint.__dataclass_fields__})
 
 
-def load_checkpoint(session: Session, path: str, fingerprint: str) -> Checkpoint | None:
+def load_checkpoint(conn: Connection, path: str, fingerprint: str) -> Checkpoint | None:
     where = (tail_files.c.path == path, tail_files.c.fingerprint == fingerprint)
-    row = session.execute(select(tail_files).where(*where)).first()
+    row = conn.execute(select(tail_files).where(*where)).first()
     return None if row is None else _checkpoint(row)
 
 
-def unfinished_checkpoints(session: Session, path: str, other_than: str | None) -> list[Checkpoint]:
+def unfinished_checkpoints(conn: Connection, path: str, other_than: str | None) -> list[Checkpoint]:
     """Checkpoints of files that were at `path` and were not read to their end after they left it.
 
     Some may be another host's (a shared database): the caller proves a file its own by
@@ -84,11 +83,11 @@ def unfinished_checkpoints(session: Session, path: str, other_than: str | None) 
         tail_files.c.fingerprint != (other_than or ""),
         tail_files.c.finished_at.is_(None),
     )
-    return [_checkpoint(row) for row in session.execute(select(tail_files).where(*where))]
+    return [_checkpoint(row) for row in conn.execute(select(tail_files).where(*where))]
 
 
 def adopt_legacy(
-    session: Session, host: str, path: str, fingerprint: str, device: int, inode: int
+    conn: Connection, host: str, path: str, fingerprint: str, device: int, inode: int
 ) -> Checkpoint | None:
     """Take over `host`'s checkpoint from before migration 0005 if it is about this file (same device and inode)."""
     where = (
@@ -98,13 +97,13 @@ def adopt_legacy(
         tail_files.c.device == device,
         tail_files.c.inode == inode,
     )
-    if session.execute(update(tail_files).where(*where).values(fingerprint=fingerprint)).rowcount != 1:
+    if conn.execute(update(tail_files).where(*where).values(fingerprint=fingerprint)).rowcount != 1:
         return None
-    return load_checkpoint(session, path, fingerprint)
+    return load_checkpoint(conn, path, fingerprint)
 
 
 def save_checkpoint(
-    session: Session, host: str, path: str, checkpoint: Checkpoint, previous: Checkpoint | None
+    conn: Connection, host: str, path: str, checkpoint: Checkpoint, previous: Checkpoint | None
 ) -> None:
     """Insert a new file's checkpoint (`previous` None), or move it on from `previous`.
 
@@ -114,7 +113,7 @@ def save_checkpoint(
     """
     values = {**asdict(checkpoint), "host": host, "updated_at": times.now_micros()}
     if previous is None:
-        session.execute(insert(tail_files).values(path=path, **values))
+        conn.execute(insert(tail_files).values(path=path, **values))
         return
     where = (
         tail_files.c.path == path,
@@ -122,49 +121,49 @@ def save_checkpoint(
         tail_files.c.position == previous.position,
         tail_files.c.line == previous.line,
     )
-    if session.execute(update(tail_files).where(*where).values(**values)).rowcount != 1:
+    if conn.execute(update(tail_files).where(*where).values(**values)).rowcount != 1:
         raise CheckpointMoved(f"{path}: another process moved the checkpoint of this file")
 
 
-def load_path_state(session: Session, host: str, path: str) -> PathState | None:
+def load_path_state(conn: Connection, host: str, path: str) -> PathState | None:
     where = (tail_paths.c.host == host, tail_paths.c.path == path)
-    row = session.execute(select(tail_paths).where(*where)).first()
+    row = conn.execute(select(tail_paths).where(*where)).first()
     return None if row is None else PathState(row.state, row.since, row.fingerprint)
 
 
-def save_path_state(session: Session, host: str, path: str, state: PathState) -> None:
+def save_path_state(conn: Connection, host: str, path: str, state: PathState) -> None:
     where = (tail_paths.c.host == host, tail_paths.c.path == path)
-    if session.execute(update(tail_paths).where(*where).values(**asdict(state))).rowcount == 0:
-        session.execute(insert(tail_paths).values(host=host, path=path, **asdict(state)))
+    if conn.execute(update(tail_paths).where(*where).values(**asdict(state))).rowcount == 0:
+        conn.execute(insert(tail_paths).values(host=host, path=path, **asdict(state)))
 
 
-def current_checkpoint(session: Session, host: str, path: str) -> Checkpoint | None:
+def current_checkpoint(conn: Connection, host: str, path: str) -> Checkpoint | None:
     """The checkpoint of the file `host`'s tailer read last at `path`."""
-    state = load_path_state(session, host, path)
-    return None if state is None or state.fingerprint is None else load_checkpoint(session, path, state.fingerprint)
+    state = load_path_state(conn, host, path)
+    return None if state is None or state.fingerprint is None else load_checkpoint(conn, path, state.fingerprint)
 
 
-def file_report(session: Session, host: str, path: str) -> dict[str, Any]:
+def file_report(conn: Connection, host: str, path: str) -> dict[str, Any]:
     """/health's view of a path `host` tails: the figures of the file last read there, and
     `state` (ok, missing or unreadable; None until the tailer has looked at it)."""
-    state = load_path_state(session, host, path)
-    checkpoint = current_checkpoint(session, host, path)
+    state = load_path_state(conn, host, path)
+    checkpoint = current_checkpoint(conn, host, path)
     figures = (checkpoint or Checkpoint(None, 0, 0)).report()
     return {**figures, "state": state.state if state else None}
 
 
-def _upsert(session: Session, table: Any, name: str, values: dict[str, Any]) -> None:
-    if session.execute(update(table).where(table.c.name == name).values(**values)).rowcount == 0:
-        session.execute(insert(table).values(name=name, **values))
+def _upsert(conn: Connection, table: Any, name: str, values: dict[str, Any]) -> None:
+    if conn.execute(update(table).where(table.c.name == name).values(**values)).rowcount == 0:
+        conn.execute(insert(table).values(name=name, **values))
 
 
-def save_run(session: Session, name: str, started: int, outcome: dict[str, Any]) -> None:
+def save_run(conn: Connection, name: str, started: int, outcome: dict[str, Any]) -> None:
     values = {"started_at": started, "finished_at": times.now_micros(), "outcome": json.dumps(outcome)}
-    _upsert(session, job_runs, name, values)
+    _upsert(conn, job_runs, name, values)
 
 
-def last_run(session: Session, name: str) -> dict[str, Any] | None:
-    row = session.execute(select(job_runs).where(job_runs.c.name == name)).first()
+def last_run(conn: Connection, name: str) -> dict[str, Any] | None:
+    row = conn.execute(select(job_runs).where(job_runs.c.name == name)).first()
     if row is None:
         return None
     return {
@@ -174,11 +173,11 @@ def last_run(session: Session, name: str) -> dict[str, Any] | None:
     }
 
 
-def save_runner(session: Session, name: str, runner: str) -> None:
+def save_runner(conn: Connection, name: str, runner: str) -> None:
     """Record that `runner` ("host:pid") has just taken job `name`."""
-    _upsert(session, job_runners, name, {"runner": runner, "since": times.now_micros()})
+    _upsert(conn, job_runners, name, {"runner": runner, "since": times.now_micros()})
 
 
-def runners(session: Session) -> dict[str, str]:
+def runners(conn: Connection) -> dict[str, str]:
     """The process that took each job last, by job name."""
-    return {row.name: row.runner for row in session.execute(select(job_runners))}
+    return {row.name: row.runner for row in conn.execute(select(job_runners))}

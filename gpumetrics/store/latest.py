@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, and_, delete, func, insert, select
 
 from ..db import backend_of
 from ..db.tables import gpus, latest, records
@@ -49,27 +48,27 @@ def newest(rows: Sequence[Sequence[Any]], layout: tuple[str, ...]) -> list[tuple
     ]
 
 
-def apply(session: Session, rows: list[tuple]) -> None:
+def apply(conn: Connection, rows: list[tuple]) -> None:
     """Keep the newest copies current; processes older than their GPU's newest go."""
     if not rows:
         return
-    backend_of(session).executemany(session.connection(), _UPSERT, rows)
+    backend_of(conn).executemany(conn, _UPSERT, rows)
     process_gpus = {row[0] for row in rows if row[1] == "process"}
     if process_gpus:
-        _drop_older_processes(session, process_gpus)
+        _drop_older_processes(conn, process_gpus)
 
 
-def _drop_older_processes(session: Session, gpu_ids: set[int]) -> None:
+def _drop_older_processes(conn: Connection, gpu_ids: set[int]) -> None:
     sql = (
         "DELETE FROM latest WHERE gpu_id = ? AND metric = 'process' AND ts < "
         "(SELECT max(ts) FROM latest WHERE gpu_id = ? AND metric = 'process')"
     )
-    backend_of(session).executemany(session.connection(), sql, [(gpu_id, gpu_id) for gpu_id in gpu_ids])
+    backend_of(conn).executemany(conn, sql, [(gpu_id, gpu_id) for gpu_id in gpu_ids])
 
 
-def rebuild(session: Session, gpu_ids: Sequence[int]) -> None:
+def rebuild(conn: Connection, gpu_ids: Sequence[int]) -> None:
     """Make the copies of these GPUs again from their records (after a merge or retention)."""
-    session.execute(delete(latest).where(latest.c.gpu_id.in_(gpu_ids)))
+    conn.execute(delete(latest).where(latest.c.gpu_id.in_(gpu_ids)))
     newest_ts = (
         select(records.c.gpu_id, records.c.metric, func.max(records.c.ts).label("ts"))
         .where(records.c.gpu_id.in_(gpu_ids))
@@ -90,13 +89,13 @@ def rebuild(session: Session, gpu_ids: Sequence[int]) -> None:
             records.c.ts == newest_ts.c.ts,
         ),
     )
-    session.execute(insert(latest).from_select(list(LATEST_COLUMNS), rows))
+    conn.execute(insert(latest).from_select(list(LATEST_COLUMNS), rows))
 
 
-def read(session: Session, filters: Filters) -> list[dict[str, Any]]:
+def read(conn: Connection, filters: Filters) -> list[dict[str, Any]]:
     """The newest record of every GPU and kind the filters name, in the shape of GET /metrics."""
     conditions = []
-    ids = gpu_ids(session, filters)
+    ids = gpu_ids(conn, filters)
     if ids is not None:
         conditions.append(latest.c.gpu_id.in_(ids))
     if filters.metric is not None:
@@ -107,4 +106,4 @@ def read(session: Session, filters: Filters) -> list[dict[str, Any]]:
         .where(*conditions)
         .order_by(gpus.c.host, gpus.c.gpu_index, gpus.c.id, latest.c.metric, latest.c.pid_key)
     )
-    return [record_out(row) for row in session.execute(query)]
+    return [record_out(row) for row in conn.execute(query)]

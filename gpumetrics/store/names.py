@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, delete, select
 
 from ..db import backend_of
 from ..db.tables import span_names, spans
@@ -37,7 +36,7 @@ def _fold(out: dict[int, list], name_key: int, kind: str, name: str, duration: i
     known[8] += int(failed)
 
 
-def add(session: Session, rows: Iterable[Sequence[Any]], layout: Sequence[str]) -> None:
+def add(conn: Connection, rows: Iterable[Sequence[Any]], layout: Sequence[str]) -> None:
     """Add the timed spans among `rows` (full span rows of `layout`) to their names' rows."""
     at = {name: layout.index(name) for name in ("type", "name", "name_key", "duration_ns", "cuda_error")}
     batch: dict[int, list] = {}
@@ -48,14 +47,14 @@ def add(session: Session, rows: Iterable[Sequence[Any]], layout: Sequence[str]) 
             failed = kind == "kernel" and row[at["cuda_error"]] != OK
             _fold(batch, row[at["name_key"]], kind, row[at["name"]], duration, failed)
     if batch:
-        _write(session, [(key, *batch[key]) for key in sorted(batch)], merge=True)
+        _write(conn, [(key, *batch[key]) for key in sorted(batch)], merge=True)
 
 
-def _write(session: Session, rows: list, merge: bool = False) -> None:
+def _write(conn: Connection, rows: list, merge: bool = False) -> None:
     """Insert names' rows; with `merge`, fold each into the stored row in the upsert itself,
     so that concurrent writers (PostgreSQL: other hosts) add up instead of overwriting each
     other. Rows go in name_key order, so two writers never wait on each other's rows in turn."""
-    backend = backend_of(session)
+    backend = backend_of(conn)
     old, new = "span_names", "excluded"
     delta = f"({new}.mean - {old}.mean)"
     both = f"({old}.count + {new}.count)"
@@ -74,23 +73,23 @@ def _write(session: Session, rows: list, merge: bool = False) -> None:
         f"INSERT INTO span_names ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
         f"ON CONFLICT (name_key) DO UPDATE SET {updates}"
     )
-    backend.executemany(session.connection(), sql, rows)
+    backend.executemany(conn, sql, rows)
 
 
-def rebuild(session: Session) -> None:
+def rebuild(conn: Connection) -> None:
     """Every name's row again from the spans that remain (after retention deleted some)."""
-    session.execute(delete(span_names))
+    conn.execute(delete(span_names))
     c = spans.c
     timed = select(c.name_key, c.type, c.name, c.duration_ns, c.cuda_error).where(c.duration_ns.is_not(None))
     out: dict[int, list] = {}
-    for name_key, kind, name, duration, error in session.execute(timed.execution_options(yield_per=10_000)):
+    for name_key, kind, name, duration, error in conn.execute(timed.execution_options(yield_per=10_000)):
         _fold(out, name_key, kind, name, duration, kind == "kernel" and error != OK)
     if out:
-        _write(session, [(key, *values) for key, values in out.items()])
+        _write(conn, [(key, *values) for key, values in out.items()])
 
 
-def read(session: Session, kind: str, name: str | None) -> list[Any]:
+def read(conn: Connection, kind: str, name: str | None) -> list[Any]:
     query = select(span_names).where(span_names.c.type == kind)
     if name is not None:
         query = query.where(span_names.c.name == name)
-    return list(session.execute(query))
+    return list(conn.execute(query))

@@ -1,6 +1,6 @@
 """Reads of stored records: pages, aggregates, GPUs, per-GPU statistics.
 
-Functions take a Session and never commit: the caller decides the transaction (one
+Functions take a Connection and never commit: the caller decides the transaction (one
 per request). Every per-GPU read ranges over the records' identity index.
 """
 
@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, and_, or_, select
 
 from .. import times
 from ..db.tables import gpus, records
@@ -57,7 +56,7 @@ class BadCursor(ValueError):
     """A cursor that this service did not hand out, or for another order."""
 
 
-def gpu_ids(session: Session, filters: Filters) -> list[int] | None:
+def gpu_ids(conn: Connection, filters: Filters) -> list[int] | None:
     """Ids of the GPUs the filters name, or None when they name no GPU."""
     conditions = []
     if filters.hosts:
@@ -68,13 +67,13 @@ def gpu_ids(session: Session, filters: Filters) -> list[int] | None:
         conditions.append(gpus.c.uuid.in_(filters.uuids))
     if not conditions:
         return None
-    return list(session.scalars(select(gpus.c.id).where(*conditions)))
+    return list(conn.scalars(select(gpus.c.id).where(*conditions)))
 
 
-def _where(session: Session, filters: Filters, metrics: Sequence[str] | None = None) -> list:
+def _where(conn: Connection, filters: Filters, metrics: Sequence[str] | None = None) -> list:
     """Record conditions, phrased so every per-GPU read ranges over the identity index."""
     conditions = []
-    ids = gpu_ids(session, filters)
+    ids = gpu_ids(conn, filters)
     if ids is not None:
         conditions.append(records.c.gpu_id.in_(ids))
     if filters.metric is not None:
@@ -131,14 +130,14 @@ def _parse_cursor(cursor: str, order: str) -> tuple[int, int]:
 
 
 def page(
-    session: Session, filters: Filters, limit: int, order: str = "asc", cursor: str | None = None
+    conn: Connection, filters: Filters, limit: int, order: str = "asc", cursor: str | None = None
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of records in (timestamp, id) order, and the cursor of the next page.
 
     Keyset pagination: a page starts strictly after the last (timestamp, id) handed
     out, so pages never repeat or skip a record, however many arrive in between.
     """
-    conditions = _where(session, filters)
+    conditions = _where(conn, filters)
     ts, row_id = records.c.ts, records.c.id
     if cursor is not None:
         after_ts, after_id = _parse_cursor(cursor, order)
@@ -154,7 +153,7 @@ def page(
         .order_by(*ordering)
         .limit(limit + 1)
     )
-    rows = session.execute(query).all()
+    rows = conn.execute(query).all()
     more = len(rows) > limit
     rows = rows[:limit]
     items = [record_out(row) for row in rows]
@@ -162,7 +161,7 @@ def page(
     return items, next_cursor
 
 
-def aggregate(session: Session, filters: Filters, function: str, field: str | None) -> tuple[float | None, int]:
+def aggregate(conn: Connection, filters: Filters, function: str, field: str | None) -> tuple[float | None, int]:
     """(value, count) of one aggregate over the filtered records; value None if none.
 
     Whole minutes come from the rollups, so this reaches as far back as they are kept.
@@ -171,12 +170,12 @@ def aggregate(session: Session, filters: Filters, function: str, field: str | No
         metrics = [filters.metric] if filters.metric else list(FIELD_KINDS[field])
     else:
         metrics = [filters.metric] if filters.metric else list(KINDS)
-    ids = gpu_ids(session, filters)
+    ids = gpu_ids(conn, filters)
     span = summaries.Span(filters.start, filters.end)
     total: list | None = None
     for metric in metrics:
         column = FIELD_COLUMN[field] if field is not None else count_column(metric)
-        found = summaries.summaries(session, ids, metric, [column], span, None, with_last=function == "last")
+        found = summaries.summaries(conn, ids, metric, [column], span, None, with_last=function == "last")
         for summary in found.values():
             if total is None:
                 total = list(summary)
@@ -201,11 +200,11 @@ def is_gpu() -> Any:
     return or_(gpus.c.gpu_index.is_not(None), gpus.c.uuid.is_not(None))
 
 
-def gpu_list(session: Session, filters: Filters | None = None) -> list[dict[str, Any]]:
+def gpu_list(conn: Connection, filters: Filters | None = None) -> list[dict[str, Any]]:
     """Every GPU that has records (of the filters' host, index, UUID), with the time range they cover."""
-    ids = gpu_ids(session, filters) if filters is not None else None
+    ids = gpu_ids(conn, filters) if filters is not None else None
     query = select(gpus).where(is_gpu()).order_by(gpus.c.host, gpus.c.gpu_index, gpus.c.id)
-    rows = session.execute(query if ids is None else query.where(gpus.c.id.in_(ids)))
+    rows = conn.execute(query if ids is None else query.where(gpus.c.id.in_(ids)))
     return [
         {**_gpu_out(row), "firstSeen": times.to_iso(row.first_seen), "lastSeen": times.to_iso(row.last_seen)}
         for row in rows
@@ -216,22 +215,22 @@ def _gpu_out(row: Any) -> dict[str, Any]:
     return {"gpuIndex": row.gpu_index, "host": row.host or None, "uuid": row.uuid, "name": row.name}
 
 
-def stats(session: Session, filters: Filters) -> list[dict[str, Any]]:
+def stats(conn: Connection, filters: Filters) -> list[dict[str, Any]]:
     """Per GPU and kind: count, first, last, and min/max/avg/last of each field.
 
     Whole minutes of the window come from the rollups, its edges from the records.
     """
-    ids = gpu_ids(session, filters)
+    ids = gpu_ids(conn, filters)
     span = summaries.Span(filters.start, filters.end)
     by_gpu: dict[int, dict[str, Any]] = {}
     for kind in KINDS.values():
         if filters.metric not in (None, kind.name):
             continue
         measured = [field for field in kind.fields if field.measured]
-        found = summaries.summaries(session, ids, kind.name, [f.column for f in measured], span, None)
+        found = summaries.summaries(conn, ids, kind.name, [f.column for f in measured], span, None)
         for gpu_id in sorted({gpu for gpu, _, _ in found}):
             by_gpu.setdefault(gpu_id, {})[kind.name] = _kind_stats(kind, measured, gpu_id, found)
-    gpu_rows = session.execute(
+    gpu_rows = conn.execute(
         select(gpus).where(gpus.c.id.in_(by_gpu), is_gpu()).order_by(gpus.c.host, gpus.c.gpu_index, gpus.c.id)
     )
     return [{**_gpu_out(row), "metrics": by_gpu[row.id]} for row in gpu_rows]

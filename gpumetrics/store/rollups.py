@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from ..db import backend_of
 from ..kinds import KINDS
@@ -119,31 +119,26 @@ def _on_conflict(smaller: str, larger: str) -> str:
 _INSERT = f"INSERT INTO rollups ({', '.join(ROLLUP_COLUMNS)})"
 
 
-def apply(session: Session, summaries: dict[tuple, Summary]) -> None:
-    """Add summaries keyed by GPU id to the stored rollups, in the session's transaction."""
+def apply(conn: Connection, summaries: dict[tuple, Summary]) -> None:
+    """Add summaries keyed by GPU id to the stored rollups, in the connection's transaction."""
     if not summaries:
         return
-    backend = backend_of(session)
+    backend = backend_of(conn)
     rows: Sequence[tuple] = [(*key, *summary) for key, summary in summaries.items()]
     values = f"VALUES ({', '.join('?' * len(ROLLUP_COLUMNS))})"
-    backend.executemany(
-        session.connection(), f"{_INSERT} {values} {_on_conflict(backend.smaller, backend.larger)}", rows
-    )
+    backend.executemany(conn, f"{_INSERT} {values} {_on_conflict(backend.smaller, backend.larger)}", rows)
 
 
-def move(session: Session, source: int, target: int, dropped: dict[tuple, Summary]) -> None:
+def move(conn: Connection, source: int, target: int, dropped: dict[tuple, Summary]) -> None:
     """Fold the rollups of GPU `source` into GPU `target` (a merge of two GPUs into one).
 
     `dropped` summarizes `source`'s records that were duplicates of `target`'s and are
     deleted: their counts and sums come off first, so no record counts twice.
     """
-    backend = backend_of(session)
-    connection = session.connection()
+    backend = backend_of(conn)
     less = "UPDATE rollups SET count = count - ?, sum = sum - ? "
     less += "WHERE gpu_id = ? AND metric = ? AND field = ? AND minute = ?"
-    backend.executemany(connection, less, [(s[0], s[1], *key) for key, s in dropped.items()])
+    backend.executemany(conn, less, [(s[0], s[1], *key) for key, s in dropped.items()])
     rows = f"SELECT ?, {', '.join(ROLLUP_COLUMNS[1:])} FROM rollups WHERE gpu_id = ? AND count > 0"
-    backend.executemany(
-        connection, f"{_INSERT} {rows} {_on_conflict(backend.smaller, backend.larger)}", [(target, source)]
-    )
-    backend.executemany(connection, "DELETE FROM rollups WHERE gpu_id = ?", [(source,)])
+    backend.executemany(conn, f"{_INSERT} {rows} {_on_conflict(backend.smaller, backend.larger)}", [(target, source)])
+    backend.executemany(conn, "DELETE FROM rollups WHERE gpu_id = ?", [(source,)])

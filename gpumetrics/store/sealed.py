@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import exists, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, exists, select
 
 from .. import times
 from ..db.tables import marks, records, rollups
@@ -22,24 +21,24 @@ from .rollups import MINUTE, minute_of
 EXPIRED_BEFORE = "records_expired_before"
 
 
-def expired_before(session: Session) -> int | None:
+def expired_before(conn: Connection) -> int | None:
     # On the driver: this runs once per write transaction, where every microsecond is held.
-    found = session.connection().exec_driver_sql(f"SELECT value FROM marks WHERE name = '{EXPIRED_BEFORE}'").first()
+    found = conn.exec_driver_sql(f"SELECT value FROM marks WHERE name = '{EXPIRED_BEFORE}'").first()
     return None if found is None else found[0]
 
 
-def note_expired_before(session: Session, cutoff: int) -> None:
+def note_expired_before(conn: Connection, cutoff: int) -> None:
     """Retention cut the records before `cutoff`; a later, shorter cut does not unseal anything."""
-    known = expired_before(session)
+    known = expired_before(conn)
     if known is None:
-        session.execute(marks.insert().values(name=EXPIRED_BEFORE, value=cutoff))
+        conn.execute(marks.insert().values(name=EXPIRED_BEFORE, value=cutoff))
     elif cutoff > known:
-        session.execute(marks.update().where(marks.c.name == EXPIRED_BEFORE).values(value=cutoff))
+        conn.execute(marks.update().where(marks.c.name == EXPIRED_BEFORE).values(value=cutoff))
 
 
-def refused(session: Session, rows: Sequence[Sequence[Any]], layout: tuple[str, ...]) -> dict[int, str]:
+def refused(conn: Connection, rows: Sequence[Sequence[Any]], layout: tuple[str, ...]) -> dict[int, str]:
     """Positions of the rows whose minute is sealed, with the reason."""
-    cut = expired_before(session)
+    cut = expired_before(conn)
     if cut is None:
         return {}
     gpu_at, metric_at, ts_at = (layout.index(name) for name in ("gpu_id", "metric", "ts"))
@@ -50,7 +49,7 @@ def refused(session: Session, rows: Sequence[Sequence[Any]], layout: tuple[str, 
             continue
         key = (row[gpu_at], row[metric_at], minute_of(row[ts_at]))
         if key not in sealed:
-            sealed[key] = _is_sealed(session, *key)
+            sealed[key] = _is_sealed(conn, *key)
         if sealed[key]:
             out[position] = (
                 f"Its minute ({times.to_iso(key[2])}) is summarized and its records have expired: "
@@ -59,7 +58,7 @@ def refused(session: Session, rows: Sequence[Sequence[Any]], layout: tuple[str, 
     return out
 
 
-def _is_sealed(session: Session, gpu_id: int, metric: str, minute: int) -> bool:
+def _is_sealed(conn: Connection, gpu_id: int, metric: str, minute: int) -> bool:
     summarized = exists().where(rollups.c.gpu_id == gpu_id, rollups.c.metric == metric, rollups.c.minute == minute)
     kept = exists().where(
         records.c.gpu_id == gpu_id,
@@ -67,4 +66,4 @@ def _is_sealed(session: Session, gpu_id: int, metric: str, minute: int) -> bool:
         records.c.ts >= minute,
         records.c.ts < minute + MINUTE,
     )
-    return bool(session.scalar(select(summarized & ~kept)))
+    return bool(conn.scalar(select(summarized & ~kept)))

@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, select
 
 from .. import times
 from ..db.tables import gpus
@@ -59,35 +58,35 @@ def _value(summary: Summary, aggregate: str) -> float:
     return {"avg": total / count, "min": low, "max": high, "sum": total, "count": count, "last": last}[aggregate]
 
 
-def series(session: Session, request: Request) -> list[dict[str, Any]]:
+def series(conn: Connection, request: Request) -> list[dict[str, Any]]:
     """Every series of the request, ordered by host then index, with their points ascending."""
     column = count_column(request.metric) if request.field is None else FIELD_COLUMN[request.field]
-    ids = gpu_ids(session, request.filters)
+    ids = gpu_ids(conn, request.filters)
     span = summaries.Span(request.start, request.end)
     if request.aggregate in PERCENTILES:
         if request.records_since is not None and request.start < request.records_since:
             raise RecordsExpired(times.to_iso(request.records_since))
-        pooled = summaries.values(session, ids, request.metric, column, span, request.step)
+        pooled = summaries.values(conn, ids, request.metric, column, span, request.step)
         found = {gpu for gpu, _ in pooled}
     else:
         last = request.aggregate == "last"
-        summed = summaries.summaries(session, ids, request.metric, [column], span, request.step, with_last=last)
+        summed = summaries.summaries(conn, ids, request.metric, [column], span, request.step, with_last=last)
         found = {gpu for gpu, _, _ in summed}
-    groups = _groups(session, found, request.group_by)
+    groups = _groups(conn, found, request.group_by)
     if request.aggregate in PERCENTILES:
         points = _percentile_points(pooled, groups, PERCENTILES[request.aggregate])
     else:
         points = _points({(gpu, bucket): s for (gpu, _, bucket), s in summed.items()}, groups, request.aggregate)
-    return [{**labels, "points": points[group]} for group, labels in _labels(session, groups, request.group_by)]
+    return [{**labels, "points": points[group]} for group, labels in _labels(conn, groups, request.group_by)]
 
 
-def _groups(session: Session, gpu_ids: set[int], group_by: str) -> dict[int, Any]:
+def _groups(conn: Connection, gpu_ids: set[int], group_by: str) -> dict[int, Any]:
     """Each GPU's group: itself, its host, or the one group."""
     if group_by == "gpu":
         return {gpu_id: gpu_id for gpu_id in gpu_ids}
     if group_by == "none":
         return dict.fromkeys(gpu_ids, None)
-    rows = session.execute(select(gpus.c.id, gpus.c.host).where(gpus.c.id.in_(gpu_ids)))
+    rows = conn.execute(select(gpus.c.id, gpus.c.host).where(gpus.c.id.in_(gpu_ids)))
     return {gpu_id: host for gpu_id, host in rows}
 
 
@@ -115,13 +114,13 @@ def _percentile_points(pooled: dict[tuple[int, int], list[float]], groups: dict[
     return out
 
 
-def _labels(session: Session, groups: dict[int, Any], group_by: str) -> Sequence[tuple[Any, dict[str, Any]]]:
+def _labels(conn: Connection, groups: dict[int, Any], group_by: str) -> Sequence[tuple[Any, dict[str, Any]]]:
     """(group, labels) in the answer's order: by host, then index."""
     if group_by == "none":
         return [(None, {})] if groups else []
     if group_by == "host":
         return [(host, {"host": host or None}) for host in sorted(set(groups.values()))]
-    rows = session.execute(
+    rows = conn.execute(
         select(gpus).where(gpus.c.id.in_(list(groups))).order_by(gpus.c.host, gpus.c.gpu_index, gpus.c.id)
     )
     return [

@@ -13,8 +13,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Select, and_, case, func, literal, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Select, and_, case, func, literal, or_, select
 
 from .. import times
 from ..db import backend_of
@@ -134,7 +133,7 @@ def _parse_cursor(cursor: str) -> tuple[int, int]:
     return position
 
 
-def page(session: Session, filters: SpanFilters, limit: int, cursor: str | None) -> tuple[list, str | None]:
+def page(conn: Connection, filters: SpanFilters, limit: int, cursor: str | None) -> tuple[list, str | None]:
     """Spans in order of their start, a page at a time (keyset on start and id)."""
     wall = _wall_start()
     conditions = _conditions(filters)
@@ -142,14 +141,14 @@ def page(session: Session, filters: SpanFilters, limit: int, cursor: str | None)
         after_wall, after_id = _parse_cursor(cursor)
         conditions += [wall >= after_wall, or_(wall > after_wall, spans.c.id > after_id)]
     query = _joined(spans, host_clocks.c.offset_ns).where(*conditions).order_by(wall, spans.c.id).limit(limit + 1)
-    rows = session.execute(query).all()
+    rows = conn.execute(query).all()
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = _cursor(rows[-1].offset_ns + rows[-1].start_ns, rows[-1].id) if more else None
     return [span_out(row) for row in rows], next_cursor
 
 
-def summary(session: Session, filters: SpanFilters) -> list[dict[str, Any]]:
+def summary(conn: Connection, filters: SpanFilters) -> list[dict[str, Any]]:
     """Per name: share of the total time, total, instances, average, median, extremes,
     standard deviation (population, numpy.std's) and failed launches; by total time.
 
@@ -158,15 +157,15 @@ def summary(session: Session, filters: SpanFilters) -> list[dict[str, Any]]:
     """
     kind = filters.type or "kernel"
     wide = SpanFilters(type=filters.type, name=filters.name)
-    found = _by_name(session, kind, filters.name) if filters == wide else _by_spans(session, filters)
+    found = _by_name(conn, kind, filters.name) if filters == wide else _by_spans(conn, filters)
     grand = sum(item["totalNs"] for item in found) or 1
     for item in found:
         item["timePercent"] = 100 * item["totalNs"] / grand
     return sorted(found, key=lambda item: (-item["totalNs"], item["name"]))
 
 
-def _median(session: Session, query: Select, count: int) -> float:
-    middle = session.scalars(query.order_by(spans.c.duration_ns).limit(2).offset((count - 1) // 2)).all()
+def _median(conn: Connection, query: Select, count: int) -> float:
+    middle = conn.scalars(query.order_by(spans.c.duration_ns).limit(2).offset((count - 1) // 2)).all()
     return middle[0] if count % 2 else (middle[0] + middle[1]) / 2
 
 
@@ -184,17 +183,17 @@ def _item(name: str, count: int, total: int, low: int, high: int, stddev: float,
     }
 
 
-def _by_name(session: Session, kind: str, name: str | None) -> list[dict[str, Any]]:
+def _by_name(conn: Connection, kind: str, name: str | None) -> list[dict[str, Any]]:
     out = []
-    for row in names.read(session, kind, name):
+    for row in names.read(conn, kind, name):
         timed = select(spans.c.duration_ns).where(spans.c.name_key == row.name_key, spans.c.duration_ns.is_not(None))
         stddev = math.sqrt(max(row.m2, 0.0) / row.count)
-        median = _median(session, timed, row.count)
+        median = _median(conn, timed, row.count)
         out.append(_item(row.name, row.count, row.total, row.min, row.max, stddev, row.failed, median))
     return out
 
 
-def _by_spans(session: Session, filters: SpanFilters) -> list[dict[str, Any]]:
+def _by_spans(conn: Connection, filters: SpanFilters) -> list[dict[str, Any]]:
     """One grouped query over the filtered spans, then an OFFSET query a name for its median.
 
     The type and name are those of span_names, joined (a name_key implies both), so that
@@ -205,10 +204,10 @@ def _by_spans(session: Session, filters: SpanFilters) -> list[dict[str, Any]]:
     conditions = [*_conditions(replace(filters, type=None, name=None)), c.duration_ns.is_not(None)]
     named = [n.type == (filters.type or "kernel")] + ([] if filters.name is None else [n.name == filters.name])
     failed = func.sum(case((c.cuda_error != OK, 1), else_=0))  # a scope's is null
-    squares = backend_of(session).sum(literal(1.0) * c.duration_ns * c.duration_ns)
+    squares = backend_of(conn).sum(literal(1.0) * c.duration_ns * c.duration_ns)
     timed = filters.start is not None or filters.end is not None
     source = _joined if timed else (lambda *columns: select(*columns).select_from(spans))
-    grouped = session.execute(
+    grouped = conn.execute(
         source(c.name_key, n.name, func.count(), func.sum(c.duration_ns), func.min(c.duration_ns))
         .add_columns(func.max(c.duration_ns), squares, failed)
         .join(span_names, n.name_key == c.name_key)
@@ -219,12 +218,12 @@ def _by_spans(session: Session, filters: SpanFilters) -> list[dict[str, Any]]:
     for name_key, name, count, total, low, high, square_sum, failures in grouped:
         count, total = int(count), int(total)
         stddev = math.sqrt(max(float(square_sum) / count - (total / count) ** 2, 0.0))
-        median = _median(session, source(c.duration_ns).where(*conditions, c.name_key == name_key), count)
+        median = _median(conn, source(c.duration_ns).where(*conditions, c.name_key == name_key), count)
         out.append(_item(name, count, total, low, high, stddev, int(failures), median))
     return out
 
 
-def process_list(session: Session, host: str | None = None, app: str | None = None) -> list[dict[str, Any]]:
+def process_list(conn: Connection, host: str | None = None, app: str | None = None) -> list[dict[str, Any]]:
     """Every process that sent events, with its app, time range, shutdown and spans."""
     p = processes.c
     counted = (
@@ -251,5 +250,5 @@ def process_list(session: Session, host: str | None = None, app: str | None = No
             "shutDown": row.shutdown_ns is not None,
             "spans": row.spans,
         }
-        for row in session.execute(query)
+        for row in conn.execute(query)
     ]

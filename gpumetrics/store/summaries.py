@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Select, func, literal, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Select, func, literal, select
 
 from ..db import backend_of
 from ..db.tables import records, rollups
@@ -60,7 +59,7 @@ def _segments(span: Span, step: int | None) -> tuple[tuple[int | None, int | Non
 
 
 def summaries(
-    session: Session,
+    conn: Connection,
     gpu_ids: Sequence[int] | None,
     metric: str,
     columns: Sequence[str],
@@ -74,9 +73,9 @@ def summaries(
     the rollups that only `last` needs.
     """
     minutes, edges = _segments(span, step)
-    out = _from_rollups(session, gpu_ids, metric, columns, minutes, step, with_last) if minutes is not None else {}
+    out = _from_rollups(conn, gpu_ids, metric, columns, minutes, step, with_last) if minutes is not None else {}
     for low, high in edges:
-        rows = _record_rows(session, gpu_ids, metric, columns, low, high)
+        rows = _record_rows(conn, gpu_ids, metric, columns, low, high)
         for key, summary in _summarize(rows, columns, step).items():
             known = out.get(key)
             if known is None:
@@ -87,11 +86,11 @@ def summaries(
 
 
 def values(
-    session: Session, gpu_ids: Sequence[int] | None, metric: str, column: str, span: Span, step: int | None
+    conn: Connection, gpu_ids: Sequence[int] | None, metric: str, column: str, span: Span, step: int | None
 ) -> dict[tuple[int, int], list[float]]:
     """(gpu id, bucket) -> every value of the records: what exact percentiles need."""
     out: dict[tuple[int, int], list[float]] = {}
-    for gpu_id, ts, value in _record_rows(session, gpu_ids, metric, [column], span.start, span.end):
+    for gpu_id, ts, value in _record_rows(conn, gpu_ids, metric, [column], span.start, span.end):
         if value is not None:
             out.setdefault((gpu_id, bucket_of(ts, step)), []).append(value)
     return out
@@ -104,14 +103,14 @@ def _where(table, gpu_ids: Sequence[int] | None, metric: str) -> list:
     return conditions
 
 
-def _record_rows(session, gpu_ids, metric, columns, low, high) -> Iterable[tuple]:
+def _record_rows(conn, gpu_ids, metric, columns, low, high) -> Iterable[tuple]:
     conditions = _where(records, gpu_ids, metric)
     if low is not None:
         conditions.append(records.c.ts >= low)
     if high is not None:
         conditions.append(records.c.ts <= high)
     query = select(records.c.gpu_id, records.c.ts, *(records.c[column] for column in columns)).where(*conditions)
-    return session.execute(query)
+    return conn.execute(query)
 
 
 def _summarize(rows: Iterable[tuple], columns: Sequence[str], step: int | None) -> dict[Key, Summary]:
@@ -129,7 +128,7 @@ def _summarize(rows: Iterable[tuple], columns: Sequence[str], step: int | None) 
     return out
 
 
-def _from_rollups(session, gpu_ids, metric, columns, minutes, step, with_last: bool) -> dict[Key, Summary]:
+def _from_rollups(conn, gpu_ids, metric, columns, minutes, step, with_last: bool) -> dict[Key, Summary]:
     first, stop = minutes
     conditions = [*_where(rollups, gpu_ids, metric), rollups.c.field.in_(columns)]
     if first is not None:
@@ -139,14 +138,14 @@ def _from_rollups(session, gpu_ids, metric, columns, minutes, step, with_last: b
     bucket = _bucket(rollups.c.minute, step)
     c = rollups.c
     grouped: Select = (
-        select(c.gpu_id, c.field, bucket.label("bucket"), func.sum(c.count), backend_of(session).sum(c.sum))
+        select(c.gpu_id, c.field, bucket.label("bucket"), func.sum(c.count), backend_of(conn).sum(c.sum))
         .add_columns(func.min(c.min), func.max(c.max), func.min(c.first_ts), func.max(c.last_ts))
         .where(*conditions)
         .group_by(c.gpu_id, c.field, bucket)
     )
     out: dict[Key, Summary] = {  # PostgreSQL sums bigints as numeric
         (gpu_id, field, bucket): [int(count), float(total), low, high, first_ts, last_ts, None]
-        for gpu_id, field, bucket, count, total, low, high, first_ts, last_ts in session.execute(grouped)
+        for gpu_id, field, bucket, count, total, low, high, first_ts, last_ts in conn.execute(grouped)
     }
     if not with_last:
         return out
@@ -156,7 +155,7 @@ def _from_rollups(session, gpu_ids, metric, columns, minutes, step, with_last: b
     ranked = (
         select(c.gpu_id, c.field, bucket.label("bucket"), c.last, newest.label("rank")).where(*conditions).subquery()
     )
-    for gpu_id, field, bucket_start, last in session.execute(
+    for gpu_id, field, bucket_start, last in conn.execute(
         select(ranked.c.gpu_id, ranked.c.field, ranked.c.bucket, ranked.c.last).where(ranked.c.rank == 1)
     ):
         out[(gpu_id, field, bucket_start)][6] = last

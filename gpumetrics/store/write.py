@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from ..db import backend_of
 from ..kinds import COLUMNS, KINDS
@@ -70,26 +70,24 @@ def prepare(records: Sequence[dict[str, Any]], origins: Sequence[int] | None = N
     return Batch(rows, keys, sightings, rollups.summarize(keys, rows, ROW_COLUMNS[1:]), origins)
 
 
-def store_records(session: Session, batch: Batch) -> Stored:
-    """Store a prepared batch in the session's transaction; never commits."""
+def store_records(conn: Connection, batch: Batch) -> Stored:
+    """Store a prepared batch in the connection's transaction; never commits."""
     if not batch.rows:
         return Stored()
-    ids = resolve_gpus(session, batch.sightings)
+    ids = resolve_gpus(conn, batch.sightings)
     rows = [[ids[key], *row] for key, row in zip(batch.keys, batch.rows, strict=True)]
-    refused = sealed.refused(session, rows, ROW_COLUMNS)
+    refused = sealed.refused(conn, rows, ROW_COLUMNS)
     if refused:
         rows = [row for position, row in enumerate(rows) if position not in refused]
-    added = (
-        backend_of(session).insert_rows(session.connection(), "records", ROW_COLUMNS, rows, IDENTITY) if rows else []
-    )
+    added = backend_of(conn).insert_rows(conn, "records", ROW_COLUMNS, rows, IDENTITY) if rows else []
     if added is None and not refused:  # every row was new: the rollups summed before the lock hold
-        rollups.apply(session, rollups.by_gpu_id(batch.summaries, ids))
+        rollups.apply(conn, rollups.by_gpu_id(batch.summaries, ids))
         count = len(rows)
     else:
         fresh = rows if added is None else _added_rows(rows, added)
-        rollups.apply(session, rollups.summarize([row[0] for row in fresh], fresh, ROW_COLUMNS))
+        rollups.apply(conn, rollups.summarize([row[0] for row in fresh], fresh, ROW_COLUMNS))
         count = len(fresh)
-    latest.apply(session, latest.newest(rows, ROW_COLUMNS))
+    latest.apply(conn, latest.newest(rows, ROW_COLUMNS))
     why = {batch.origins[position]: reason for position, reason in refused.items()}
     return Stored(count, len(rows) - count, why)
 

@@ -70,8 +70,8 @@ def test_every_type_as_the_crawler_forwards_it(client):
 def test_a_scope_sample_keeps_its_memory_per_device(client):
     """The library's `devices` shape is kept in the schema's `memory` shape, per device."""
     post_lines(client, LINES)
-    with app_state(client.application).db.reading() as session:
-        rows = session.execute(select(scope_samples.c.name, scope_samples.c.tag, scope_samples.c.memory)).all()
+    with app_state(client.application).db.reading() as conn:
+        rows = conn.execute(select(scope_samples.c.name, scope_samples.c.tag, scope_samples.c.memory)).all()
     assert [(name, tag, json.loads(memory)) for name, tag, memory in rows] == [
         ("epoch", "e1", [{"device": 0, "used_mib": 2048, "free_mib": 38912, "total_mib": 40960}])
     ]

@@ -221,9 +221,9 @@ def test_reads_after_generated_writes(app, writes, reads):
 
 
 def _empty(app) -> None:
-    with app_state(app).db.writing() as session:
+    with app_state(app).db.writing() as conn:
         for table in (records, rollups, latest, gpus):
-            session.execute(delete(table))
+            conn.execute(delete(table))
 
 
 FIELD_NAMES = sorted(

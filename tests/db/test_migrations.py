@@ -94,8 +94,8 @@ def test_an_existing_database_gets_its_rollups_and_latest_values(database_url):
     old.dispose()
     app = create_app(config.load({"DATABASE_URL": database_url, "METRICS_RETENTION_HOURS": "0"}))
     client = app.test_client()
-    with app_state(app).db.reading() as session:
-        rollups = session.execute(
+    with app_state(app).db.reading() as conn:
+        rollups = conn.execute(
             text("SELECT minute, count, sum, min, max, last FROM rollups WHERE field = 'watts' ORDER BY minute")
         ).all()
     assert [tuple(row) for row in rollups] == [

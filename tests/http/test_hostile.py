@@ -132,9 +132,9 @@ def _hostile_record(form: str, field: str, value: str) -> dict:
 
 
 def _wipe(app) -> None:
-    with app_state(app).db.writing() as session:
+    with app_state(app).db.writing() as conn:
         for table in (records, rollups, latest, gpus):
-            session.execute(delete(table))
+            conn.execute(delete(table))
 
 
 FORMS = [(field, form) for field in ("host", "uuid", "name") for form in ("canonical", "crawler")]

@@ -22,8 +22,8 @@ def test_purge_deletes_exactly_what_is_older_than_the_window_in_bounded_batches(
     sizes = []
     real_delete = expiry.delete_expired
 
-    def counting(session, cutoff, batch):
-        gone = real_delete(session, cutoff, batch)
+    def counting(conn, cutoff, batch):
+        gone = real_delete(conn, cutoff, batch)
         sizes.append(gone)
         return gone
 

@@ -46,8 +46,8 @@ def stored(client):
 
 def checkpoint(db, tailer):
     """The checkpoint of the file the tailer read last at its path."""
-    with db.reading() as session:
-        return current_checkpoint(session, tailer.host, tailer.key)
+    with db.reading() as conn:
+        return current_checkpoint(conn, tailer.host, tailer.key)
 
 
 def test_lines_and_arrays_are_stored_with_their_counts(db, client, path):
@@ -67,12 +67,12 @@ def test_a_restart_in_the_middle_resumes_without_loss_or_double(db, client, path
     path.write_text(lines_of(numbered(0, 200)))
     real_insert, calls = tail.store_all, []
 
-    def dies_on_the_third_transaction(session, batch, *rest):
+    def dies_on_the_third_transaction(conn, batch, *rest):
         calls.append(batch)
         if len(calls) == 3:
-            real_insert(session, batch, *rest)
+            real_insert(conn, batch, *rest)
             raise SystemExit("killed mid-transaction")
-        return real_insert(session, batch, *rest)
+        return real_insert(conn, batch, *rest)
 
     monkeypatch.setattr(tail, "store_all", dies_on_the_third_transaction)
     with pytest.raises(SystemExit):

@@ -58,8 +58,8 @@ def test_a_checkpoint_from_before_the_upgrade_is_taken_over_by_its_host(settings
     assert Tailer(db, path, "node-a").poll() == 2, "only the lines appended since"
     stored = app.test_client().get("/metrics/aggregate", query_string={"aggregate": "count"}).get_json()
     assert stored["value"] == 2
-    with db.reading() as session:
-        rows = session.execute(text("SELECT host, fingerprint IS NULL, lines_read FROM tail_files ORDER BY host"))
+    with db.reading() as conn:
+        rows = conn.execute(text("SELECT host, fingerprint IS NULL, lines_read FROM tail_files ORDER BY host"))
         assert [tuple(row) for row in rows] == [("node-a", False, 7), ("node-b", True, 0)]
     db.dispose()
 

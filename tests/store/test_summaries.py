@@ -36,8 +36,8 @@ def filled(app, client):
     return app_state(app).db
 
 
-def from_records_only(session, span, step, columns):
-    rows = summaries._record_rows(session, None, "memory", columns, span.start, span.end)
+def from_records_only(conn, span, step, columns):
+    rows = summaries._record_rows(conn, None, "memory", columns, span.start, span.end)
     return summaries._summarize(rows, columns, step)
 
 
@@ -46,12 +46,12 @@ def test_rollups_and_records_answer_alike_on_random_windows(filled, step_minutes
     rng = random.Random(step_minutes or 0)
     columns = ["used_mib", "free_mib", "total_mib"]
     step = None if step_minutes is None else step_minutes * MINUTE
-    with filled.reading() as session:
+    with filled.reading() as conn:
         for _ in range(12):
             low = START + rng.randint(-MINUTE, 3 * 3600 * 1_000_000)
             span = summaries.Span(low, low + rng.randint(0, 90 * MINUTE))
-            mixed = summaries.summaries(session, None, "memory", columns, span, step)
-            plain = from_records_only(session, span, step, columns)
+            mixed = summaries.summaries(conn, None, "memory", columns, span, step)
+            plain = from_records_only(conn, span, step, columns)
             assert mixed.keys() == plain.keys()
             for key, summary in plain.items():
                 count, total, low_value, high, first, last_ts, last = mixed[key]
