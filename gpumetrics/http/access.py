@@ -60,6 +60,8 @@ def _start_clock() -> None:
 def _log_answer(response: Response) -> Response:
     started = g.get("access_started", time.perf_counter())
     level = logging.DEBUG if request.path in QUIET_PATHS and response.status_code < 400 else logging.INFO
+    if not log.isEnabledFor(level):  # LOG_LEVEL above it: not worth making the line
+        return response
     fields = (request.method, target(), response.status_code, g.get("request_id", "-"), client_address())
     if response.is_streamed:  # an export: its time is the time to stream it all
         response.call_on_close(lambda: _write(level, fields, started))
