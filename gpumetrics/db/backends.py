@@ -33,6 +33,7 @@ from .locks import AdvisoryLock, FileLock, JobLock
 ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+FEW_ROWS = 20  # PostgreSQL: inserted without the staging table
 SQLITE_CHECKPOINT_PAGES = 10_000  # of 4 KiB: the WAL grows to about 40 MB between checkpoints
 MIGRATION_LOCK_KEY = 0x67707530  # any constant: serialises migrations across replicas
 
@@ -228,10 +229,20 @@ class PostgresBackend(Backend):
         """COPY into a session-local staging table, then one INSERT ... SELECT ... RETURNING.
 
         1.5 times the rate of executemany (measured when it was chosen), and as idempotent.
+        A few rows (the crawler's one line a POST) go in one INSERT ... VALUES instead: the
+        staging table's truncate costs more than they do.
         """
         names = ", ".join(columns)
         staging = f"{table}_staging"
         with connection.connection.driver_connection.cursor() as cursor:
+            if len(rows) <= FEW_ROWS:
+                values = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(rows))
+                cursor.execute(
+                    f"INSERT INTO {table} ({names}) VALUES {values} ON CONFLICT DO NOTHING RETURNING {', '.join(key)}",
+                    [value for row in rows for value in row],
+                )
+                added = cursor.fetchall()
+                return None if len(added) == len(rows) else added
             cursor.execute(
                 f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "
                 f"SELECT {names} FROM {table} WITH NO DATA"
