@@ -33,8 +33,8 @@ from .locks import AdvisoryLock, FileLock, JobLock
 ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-FEW_ROWS = 20  # PostgreSQL: inserted without the staging table
 SQLITE_CHECKPOINT_PAGES = 10_000  # of 4 KiB: the WAL grows to about 40 MB between checkpoints
+FEW_ROWS = 20  # PostgreSQL: inserted without the staging table
 MIGRATION_LOCK_KEY = 0x67707530  # any constant: serialises migrations across replicas
 
 
@@ -233,30 +233,28 @@ class PostgresBackend(Backend):
         staging table's truncate costs more than they do.
         """
         names = ", ".join(columns)
-        staging = f"{table}_staging"
+        returning = f"ON CONFLICT DO NOTHING RETURNING {', '.join(key)}"
         with connection.connection.driver_connection.cursor() as cursor:
             if len(rows) <= FEW_ROWS:
                 values = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(rows))
                 cursor.execute(
-                    f"INSERT INTO {table} ({names}) VALUES {values} ON CONFLICT DO NOTHING RETURNING {', '.join(key)}",
+                    f"INSERT INTO {table} ({names}) VALUES {values} {returning}",
                     [value for row in rows for value in row],
                 )
                 added = cursor.fetchall()
-                return None if len(added) == len(rows) else added
-            cursor.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "
-                f"SELECT {names} FROM {table} WITH NO DATA"
-            )
-            with cursor.copy(f"COPY {staging} ({names}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            cursor.execute(
-                f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} ON CONFLICT DO NOTHING "
-                f"RETURNING {', '.join(key)}"
-            )
-            added = cursor.fetchall()
-            cursor.execute(f"TRUNCATE {staging}")  # the same transaction may insert again
-            return None if len(added) == len(rows) else added
+            else:
+                staging = f"{table}_staging"
+                cursor.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "
+                    f"SELECT {names} FROM {table} WITH NO DATA"
+                )
+                with cursor.copy(f"COPY {staging} ({names}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                cursor.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} {returning}")
+                added = cursor.fetchall()
+                cursor.execute(f"TRUNCATE {staging}")  # the same transaction may insert again
+        return None if len(added) == len(rows) else added
 
     def placeholders(self, sql: str) -> str:
         return sql.replace("?", "%s")
